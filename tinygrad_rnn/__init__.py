@@ -1,0 +1,57 @@
+"""tinygrad_rnn: a small, fast, honest reverse-mode autograd framework for recurrent nets.
+
+Where to look first: `tensor.py` (the Tensor), `autograd.py` (Function and the backward walk),
+`ops/` (each op's forward and backward side by side), `kernels/` (numba kernels with a numpy
+reference beside each).
+"""
+from .tensor import (  # noqa: F401  (tensor first: it pulls in autograd and the ops)
+    RemovableHandle,
+    Tensor,
+    arange,
+    eye,
+    float32,
+    float64,
+    full,
+    int64,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from .autograd import (  # noqa: F401
+    AnomalyError,
+    Function,
+    ShapeError,
+    detect_anomaly,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
+from .functional import (  # noqa: F401
+    cat,
+    clamp,
+    concatenate,
+    exp,
+    log,
+    matmul,
+    maximum,
+    minimum,
+    relu,
+    sigmoid,
+    softmax,
+    log_softmax,
+    sqrt,
+    stack,
+    tanh,
+    where,
+)
+from .gradcheck import GradcheckError, gradcheck  # noqa: F401
+from .kernels import get_backend, set_backend  # noqa: F401
+from .rng import manual_seed  # noqa: F401
+from . import nn  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,303 @@
+"""The engine: `Function` (one differentiable op), grad mode, anomaly mode and the backward walk.
+
+Read this file top to bottom to see how autograd works:
+
+1. `Function.apply` runs an op's `forward` on plain numpy arrays and, when some input needs a
+   gradient, remembers the op and its inputs in the output's `_ctx`. That is the graph.
+2. `backward` walks that graph from the output back to the leaves *iteratively* (no Python
+   recursion, so a 10,000-step unrolled RNN is fine): it counts how many consumers each node
+   has, then visits a node only when all its consumers have sent their gradient (Kahn's
+   topological order), sums gradients that arrive along several paths, and reduces each one
+   back to its input's shape in exactly one place (`sum_to`).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+
+import numpy as np
+
+from .tensor import Tensor
+
+
+# ----------------------------------------------------------------------------- grad mode
+class _GradMode(threading.local):
+    # thread-local like PyTorch's: no_grad() in one thread leaves autograd on in the others
+    enabled = True
+    anomaly = False
+
+
+_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    return _mode.enabled
+
+
+class set_grad_enabled:
+    """Context manager (and decorator) that switches graph recording on or off."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+        self.prev = []
+
+    def __enter__(self):
+        self.prev.append(_mode.enabled)
+        _mode.enabled = self.mode
+
+    def __exit__(self, *exc):
+        _mode.enabled = self.prev.pop()
+        return False
+
+    def __call__(self, func):
+        import functools
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            with set_grad_enabled(self.mode):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """`with no_grad():` or `@no_grad()`: ops inside build no graph."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    def __init__(self):
+        super().__init__(True)
+
+
+class AnomalyError(RuntimeError):
+    """An op produced NaN or Inf while `detect_anomaly()` was on."""
+
+
+class detect_anomaly:
+    """Raise at the first op whose forward output or backward gradient holds NaN/Inf.
+
+    Costs one `isfinite` pass per op and a stack capture per op, so use it for debugging only.
+    """
+
+    def __enter__(self):
+        self.prev = _mode.anomaly
+        _mode.anomaly = True
+
+    def __exit__(self, *exc):
+        _mode.anomaly = self.prev
+        return False
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_frame() -> str:
+    """The innermost stack frame outside this package: where the user wrote the op."""
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
+            return f'File "{frame.filename}", line {frame.lineno}, in {frame.name}: {frame.line}'
+    return "<unknown>"
+
+
+def _all_finite(a) -> bool:
+    a = np.asarray(a)
+    return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
+
+
+# ----------------------------------------------------------------------------- Function
+class ShapeError(ValueError):
+    """Inputs whose shapes (or dtypes) an op cannot combine. The message names the op."""
+
+
+class Function:
+    """One differentiable op. Subclasses define `forward` and `backward` side by side.
+
+    `forward(*arrays, **params)` gets numpy arrays (and Python constants), returns an array and
+    stores what backward needs in `self.saved`. `backward(grad)` returns one gradient per
+    positional input (a tuple, or a single array for one input); it may return None for inputs
+    whose `self.needs_input_grad[i]` is False, and need not reduce broadcast dimensions: the
+    engine does that in one place.
+    """
+
+    __slots__ = ("parents", "needs_input_grad", "saved", "created_at")
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def backward(self, grad):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.__name__
+
+    @classmethod
+    def apply(cls, *args, **kwargs) -> Tensor:
+        fn = cls()
+        fn.saved = ()
+        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        try:
+            out = fn.forward(*arrays, **kwargs)
+        except ShapeError:
+            raise
+        except (ValueError, TypeError, IndexError) as e:
+            raise ShapeError(f"{cls.name()}: {e} (inputs: {describe(args)})") from e
+        if type(out) is not np.ndarray:
+            out = np.asarray(out)
+        anomaly = _mode.anomaly
+        if anomaly and not _all_finite(out):
+            raise AnomalyError(f"{cls.name()} produced NaN/Inf in forward at {_user_frame()} "
+                               f"(inputs: {describe(args)})")
+        if _mode.enabled:
+            needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+            if True in needs:
+                fn.parents = args
+                fn.needs_input_grad = needs
+                fn.created_at = _user_frame() if anomaly else None
+                return Tensor._make(out, True, fn)
+        return Tensor._make(out, False, None)
+
+
+def describe(args) -> str:
+    """`(3, 4) float32, (4,) float32` for an op's inputs, used in error messages."""
+    parts = []
+    for a in args:
+        if isinstance(a, (Tensor, np.ndarray)):
+            d = a.data if isinstance(a, Tensor) else a
+            parts.append(f"{tuple(d.shape)} {d.dtype}")
+        else:
+            parts.append(repr(a))
+    return ", ".join(parts)
+
+
+def check_same_dtype(op: str, *arrays) -> None:
+    """Binary ops refuse to mix float32 and float64: the rule is 'cast explicitly'."""
+    dts = {a.dtype for a in arrays if isinstance(a, np.ndarray)}
+    if len(dts) > 1:
+        names = " vs ".join(str(a.dtype) for a in arrays if isinstance(a, np.ndarray))
+        raise ShapeError(f"{op}: dtype mismatch ({names}); cast one side with .float() or .double()")
+
+
+# ----------------------------------------------------------------------------- the walk
+def sum_to(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Reduce a broadcast gradient back to `shape`: the one place unbroadcasting happens."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    if lead < 0:
+        raise RuntimeError(f"internal: gradient of shape {grad.shape} cannot be reduced to {shape}")
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
+    out = grad.sum(axis=axes, keepdims=True) if axes else grad
+    return out.reshape(shape)
+
+
+_SECOND_BACKWARD = (
+    "Trying to backward through the graph a second time (or to use a graph after its saved "
+    "arrays were freed). Pass retain_graph=True to the first backward() if you need to "
+    "backward twice, or recompute the forward pass.")
+
+
+def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
+    """Accumulate d(root)/d(leaf) into every leaf's `.grad`; see the module docstring."""
+    if not root.requires_grad:
+        raise RuntimeError("backward(): this tensor does not require grad and has no grad_fn; "
+                           "did you create it under no_grad() or forget requires_grad=True?")
+    if gradient is None:
+        if root.data.size != 1:
+            raise RuntimeError(f"backward(): grad can be implicitly created only for scalar outputs; "
+                               f"this output has shape {root.shape}, pass gradient=...")
+        seed = np.ones_like(root.data)
+    else:
+        seed = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient,
+                          dtype=root.dtype)
+        if seed.shape != root.shape:
+            raise ShapeError(f"backward(): gradient shape {seed.shape} does not match "
+                             f"output shape {root.shape}")
+
+    # Pass 1: how many consumers inside this graph each node has.
+    pending = {}
+    stack = [root]
+    while stack:
+        fn = stack.pop()._ctx
+        if fn is None:
+            continue
+        if fn.parents is None:
+            raise RuntimeError(_SECOND_BACKWARD)
+        for p, need in zip(fn.parents, fn.needs_input_grad):
+            if need:
+                k = id(p)
+                if k in pending:
+                    pending[k] += 1
+                else:
+                    pending[k] = 1
+                    stack.append(p)
+
+    # Pass 2: visit a node once all its consumers have sent their share.
+    anomaly = _mode.anomaly
+    grads = {id(root): seed}
+    ready = [root]
+    while ready:
+        node = ready.pop()
+        g = grads.pop(id(node), None)
+        fn = node._ctx
+        if g is not None and node._hooks:
+            g = _run_hooks(node, g)
+        if fn is None:
+            if g is not None:
+                _accumulate_leaf(node, g)
+            continue
+        if g is not None:
+            if node._retains_grad:
+                node.grad = Tensor._make(np.array(g), False, None)
+            parent_grads = fn.backward(g)
+            if type(parent_grads) is not tuple:
+                parent_grads = (parent_grads,)
+        else:
+            parent_grads = (None,) * len(fn.parents)
+        for p, need, pg in zip(fn.parents, fn.needs_input_grad, parent_grads):
+            if not need:
+                continue
+            k = id(p)
+            if pg is not None:
+                if anomaly and not _all_finite(pg):
+                    raise AnomalyError(f"{fn.name()}Backward produced NaN/Inf; the op was "
+                                       f"created at {fn.created_at}")
+                if pg.shape != p.data.shape:
+                    pg = sum_to(pg, p.data.shape)
+                prev = grads.get(k)
+                grads[k] = pg if prev is None else prev + pg
+            pending[k] -= 1
+            if pending[k] == 0:
+                del pending[k]
+                ready.append(p)
+        if not retain_graph:
+            # free the saved arrays and the edges as soon as the walk has passed them
+            fn.parents = None
+            fn.saved = None
+
+
+def _run_hooks(node: Tensor, g: np.ndarray) -> np.ndarray:
+    for hook in list(node._hooks.values()):
+        out = hook(Tensor._make(g, False, None))
+        if out is not None:
+            out = out.data if isinstance(out, Tensor) else np.asarray(out)
+            if out.shape != g.shape:
+                raise ShapeError(f"hook {hook!r} returned a gradient of shape {out.shape}, "
+                                 f"expected {g.shape}")
+            g = out
+    return g
+
+
+def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:
+    if g.dtype != leaf.data.dtype:
+        g = g.astype(leaf.data.dtype)
+    if leaf.grad is None:
+        # copy: g may alias another gradient (add's backward hands the same array to both sides)
+        leaf.grad = Tensor._make(np.array(g, copy=True), False, None)
+    else:
+        leaf.grad.data += g

@@ -1,0 +1,118 @@
+"""Check analytic gradients against central finite differences, in float64.
+
+For each output element k and input element j, the analytic d out_k / d x_j comes from
+`backward()`, the numeric one from (f(x + eps e_j) - f(x - eps e_j)) / (2 eps). They must
+agree within `atol + rtol * |numeric|`.
+
+Cost decides how much of the Jacobian is checked:
+- small problems (outputs x inputs <= `full_limit`): the full Jacobian, one backward per
+  output element;
+- larger ones: `n_directions` random projections of the outputs, v^T J, still element by
+  element over the inputs (one backward and two forwards per input element and direction).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .autograd import no_grad
+from .tensor import Tensor
+
+
+class GradcheckError(AssertionError):
+    """An analytic gradient disagrees with finite differences."""
+
+
+def _outputs(result) -> list:
+    outs = list(result) if isinstance(result, (tuple, list)) else [result]
+    return [o for o in outs if isinstance(o, Tensor) and o.dtype.kind == "f"]
+
+
+def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              raise_exception: bool = True, full_limit: int = 20_000, n_directions: int = 2,
+              seed: int = 0) -> bool:
+    """True when every input that requires grad has a correct gradient.
+
+    `fn(*inputs)` returns a Tensor or a tuple of Tensors. Inputs that require grad must be
+    float64: float32 finite differences are too coarse to tell a bug from round-off, so they
+    are refused rather than silently converted.
+    """
+    inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    wrt = [(i, t) for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    if not wrt:
+        raise ValueError("gradcheck: no input requires grad")
+    for i, t in wrt:
+        if t.dtype != np.float64:
+            raise TypeError(f"gradcheck: input {i} is {t.dtype}; use float64 inputs "
+                            f"(Tensor(x, dtype=np.float64) or .double()) for finite differences")
+    for _, t in wrt:  # the finite differences write into the arrays
+        if not t.data.flags.writeable or not t.data.flags.c_contiguous:
+            t.data = np.array(t.data, copy=True)
+
+    saved_grads = [t.grad for _, t in wrt]
+    try:
+        outs = _outputs(fn(*inputs))
+        sizes = [o.data.size for o in outs]
+        n_out = sum(sizes)
+        n_in = sum(t.data.size for _, t in wrt)
+        rng = np.random.default_rng(seed)
+        full = n_out * n_in <= full_limit
+        if full:
+            projections = np.eye(n_out)
+        else:
+            projections = rng.standard_normal((n_directions, n_out))
+
+        for row, v in enumerate(projections):
+            analytic = _analytic(fn, inputs, wrt, v, sizes)
+            for (i, t), a_grad in zip(wrt, analytic):
+                n_grad = _numeric(fn, inputs, t, v, eps)
+                bad = np.abs(a_grad - n_grad) > atol + rtol * np.abs(n_grad)
+                if bad.any():
+                    j = int(np.argmax(bad.reshape(-1)))
+                    elem = np.unravel_index(j, t.shape) if t.ndim else ()
+                    what = f"output element {row}" if full else f"random output projection {row}"
+                    msg = (f"gradcheck failed for input {i} (shape {t.shape}) at element {elem}, "
+                           f"{what}: analytic {a_grad.reshape(-1)[j]!r}, numeric "
+                           f"{n_grad.reshape(-1)[j]!r} (atol={atol}, rtol={rtol}, eps={eps}); "
+                           f"{int(bad.sum())} of {bad.size} elements disagree")
+                    if raise_exception:
+                        raise GradcheckError(msg)
+                    return False
+        return True
+    finally:
+        for (_, t), g in zip(wrt, saved_grads):
+            t.grad = g
+
+
+def _analytic(fn, inputs, wrt, v, sizes) -> list:
+    """v^T J for each input: backward of each output with its slice of v as the seed."""
+    for _, t in wrt:
+        t.grad = None
+    outs = _outputs(fn(*inputs))
+    start = 0
+    for o, n in zip(outs, sizes):
+        seed = v[start:start + n].reshape(o.shape)
+        start += n
+        if o.requires_grad and np.any(seed):
+            o.backward(seed, retain_graph=True)  # grads add up over outputs: v^T J by linearity
+    return [t.grad.data.copy() if t.grad is not None else np.zeros(t.shape) for _, t in wrt]
+
+
+def _numeric(fn, inputs, t, v, eps) -> np.ndarray:
+    """d (v . f) / d x_j by central differences, for every element j of input t."""
+    flat = t.data.reshape(-1)
+    grad = np.empty(flat.size)
+    with no_grad():
+        for j in range(flat.size):
+            orig = flat[j]
+            flat[j] = orig + eps
+            plus = _flat_outputs(fn(*inputs))
+            flat[j] = orig - eps
+            minus = _flat_outputs(fn(*inputs))
+            flat[j] = orig
+            grad[j] = v @ (plus - minus) / (2 * eps)
+    return grad.reshape(t.shape)
+
+
+def _flat_outputs(result) -> np.ndarray:
+    outs = _outputs(result)
+    return np.concatenate([o.data.reshape(-1).astype(np.float64) for o in outs]) if outs else np.zeros(0)

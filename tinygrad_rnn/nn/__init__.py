@@ -1,0 +1,2 @@
+"""Neural-network building blocks. `nn.functional` holds the stateless ops."""
+from . import functional  # noqa: F401

@@ -1,0 +1,41 @@
+"""Matrix product with numpy's `@` semantics: 1-D . 1-D, 2-D, and batched N-D with broadcast
+batch dimensions. A 1-D operand is treated as a row (left) or a column (right) and that
+dimension is dropped from the result; backward puts it back, multiplies, and drops it again."""
+import numpy as np
+
+from ..autograd import Function, check_same_dtype
+from ..kernels import K
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim == 0 or b.ndim == 0:
+            raise ValueError("both operands must be tensors with at least 1 dimension")
+        check_same_dtype("matmul", a, b)
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"inner dimensions differ: {a.shape} @ {b.shape}")
+        self.saved = (a, b)
+        return K.matmul(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        need_a, need_b = self.needs_input_grad
+        if a.ndim == 2 and b.ndim == 2:  # the common case, without the 1-D bookkeeping
+            return (K.matmul(g, b.T) if need_a else None), (K.matmul(a.T, g) if need_b else None)
+        # restore the dropped unit dimensions: (..., n, m) with n = 1 for a 1-D a, m = 1 for a 1-D b
+        if b.ndim == 1:
+            g = g[..., None]
+        if a.ndim == 1:
+            g = g[..., None, :]
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        ga = gb = None
+        if need_a:
+            ga = K.matmul(g, np.swapaxes(b2, -1, -2))
+            if a.ndim == 1:
+                ga = ga[..., 0, :]
+        if need_b:
+            gb = K.matmul(np.swapaxes(a2, -1, -2), g)
+            if b.ndim == 1:
+                gb = gb[..., 0]
+        return ga, gb

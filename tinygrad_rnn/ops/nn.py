@@ -1,0 +1,110 @@
+"""Softmax, log-softmax, the fused cross-entropy and the embedding gather.
+
+The row kernels want (rows, classes) C-contiguous arrays, so `dim` is moved last first."""
+import numpy as np
+
+from ..autograd import Function
+from ..kernels import K
+
+
+def _rows(x, dim):
+    """x with `dim` moved last, as C-contiguous (rows, n); plus what is needed to undo it."""
+    moved = np.moveaxis(x, dim, -1)
+    return np.ascontiguousarray(moved).reshape(-1, x.shape[dim] if x.ndim else 1), moved.shape
+
+
+def _unrows(rows, moved_shape, dim):
+    return np.moveaxis(rows.reshape(moved_shape), -1, dim)
+
+
+class Softmax(Function):
+    def forward(self, a, dim):
+        rows, moved = _rows(a, dim)
+        y = K.softmax_lastdim(rows)
+        self.saved = (y, moved, dim)
+        return _unrows(y, moved, dim)
+
+    def backward(self, g):
+        y, moved, dim = self.saved
+        return _unrows(K.softmax_backward(_rows(g, dim)[0], y), moved, dim)
+
+
+class LogSoftmax(Function):
+    def forward(self, a, dim):
+        rows, moved = _rows(a, dim)
+        y = K.log_softmax_lastdim(rows)
+        self.saved = (y, moved, dim)
+        return _unrows(y, moved, dim)
+
+    def backward(self, g):
+        y, moved, dim = self.saved
+        return _unrows(K.log_softmax_backward(_rows(g, dim)[0], y), moved, dim)
+
+
+class CrossEntropy(Function):
+    """-log softmax(logits)[target], fused: one pass forward, one pass backward.
+
+    logits (N, C), (C,) or (N, C, d1, ...); targets of the logits' shape without C, integer
+    class indices. Rows whose target equals `ignore_index` add nothing and do not count in
+    the mean, as in PyTorch.
+    """
+
+    def forward(self, logits, targets, reduction, ignore_index):
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        targets = np.asarray(targets)
+        if targets.dtype.kind not in "iu":
+            raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
+        class_dim = 0 if logits.ndim == 1 else 1
+        expected = logits.shape[:class_dim] + logits.shape[class_dim + 1:]
+        if targets.shape != expected:
+            raise ValueError(f"targets of shape {targets.shape} do not match logits of shape "
+                             f"{logits.shape} (expected targets of shape {expected})")
+        n_classes = logits.shape[class_dim]
+        flat_t = targets.reshape(-1).astype(np.int64)
+        bad = (flat_t != ignore_index) & ((flat_t < 0) | (flat_t >= n_classes))
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise IndexError(f"target {flat_t[pos]} at position {np.unravel_index(pos, targets.shape)} "
+                             f"is out of range for {n_classes} classes")
+        rows, moved = _rows(logits, class_dim)
+        losses, lse = K.cross_entropy_forward(rows, flat_t, ignore_index)
+        count = int(np.sum(flat_t != ignore_index))
+        self.saved = (rows, lse, flat_t, ignore_index, moved, class_dim, reduction, count)
+        if reduction == "none":
+            return losses.reshape(targets.shape)
+        total = np.sum(losses)
+        return total if reduction == "sum" else total / np.asarray(count, dtype=logits.dtype)
+
+    def backward(self, g):
+        rows, lse, flat_t, ignore_index, moved, class_dim, reduction, count = self.saved
+        if reduction == "none":
+            g_rows = np.ascontiguousarray(g.reshape(-1))
+        else:
+            scale = g / count if reduction == "mean" else g
+            g_rows = np.full(len(flat_t), scale, dtype=rows.dtype)
+        grad = K.cross_entropy_backward(g_rows, rows, lse, flat_t, ignore_index)
+        return _unrows(grad, moved, class_dim)
+
+
+class Embedding(Function):
+    """weight[indices]: gathers rows; backward scatter-adds into a zero (num, dim) gradient."""
+
+    def forward(self, weight, indices):
+        indices = np.asarray(indices)
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got dtype {indices.dtype}")
+        if weight.ndim != 2:
+            raise ValueError(f"weight must be 2-D (num_embeddings, dim), got shape {weight.shape}")
+        flat = np.ascontiguousarray(indices.reshape(-1), dtype=np.int64)
+        if flat.size and (flat.min() < 0 or flat.max() >= weight.shape[0]):
+            bad = flat[(flat < 0) | (flat >= weight.shape[0])][0]
+            raise IndexError(f"index {bad} is out of range for {weight.shape[0]} embeddings")
+        self.saved = (flat, weight.shape[0])
+        out = K.gather_rows(np.ascontiguousarray(weight), flat)
+        return out.reshape(indices.shape + (weight.shape[1],))
+
+    def backward(self, g):
+        flat, num = self.saved
+        g2 = np.ascontiguousarray(g).reshape(len(flat), -1)
+        return K.scatter_add_rows(g2, flat, num), None

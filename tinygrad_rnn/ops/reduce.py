@@ -1,0 +1,109 @@
+"""Reductions over `dims` (a sorted tuple of axes). Backward broadcasts the gradient back over
+the reduced axes; a broadcast view costs no memory."""
+import numpy as np
+
+from ..autograd import Function
+from ..kernels import K
+
+
+def _kept_shape(shape, dims):
+    return tuple(1 if i in dims else n for i, n in enumerate(shape))
+
+
+def _reduced_shape(shape, dims, keepdim):
+    if keepdim:
+        return _kept_shape(shape, dims)
+    return tuple(n for i, n in enumerate(shape) if i not in dims)
+
+
+def _expand_back(g, shape, dims):
+    """Gradient of a reduction: the output gradient broadcast over the reduced axes."""
+    return np.broadcast_to(g.reshape(_kept_shape(shape, dims)), shape)
+
+
+def _as_rows(x, dims):
+    """Move `dims` last and flatten: (rows, reduced) C-contiguous, what the row kernels take."""
+    keep = tuple(i for i in range(x.ndim) if i not in dims)
+    perm = keep + dims
+    n = int(np.prod([x.shape[d] for d in dims]))
+    rows = np.ascontiguousarray(x.transpose(perm)).reshape(-1, n)
+    return rows, perm
+
+
+def _from_rows(rows, shape, perm):
+    """Inverse of `_as_rows`."""
+    return rows.reshape([shape[p] for p in perm]).transpose(np.argsort(perm))
+
+
+class Sum(Function):
+    def forward(self, a, dims, keepdim):
+        self.saved = (a.shape, dims)
+        return np.sum(a, axis=dims, keepdims=keepdim)
+
+    def backward(self, g):
+        shape, dims = self.saved
+        return _expand_back(g, shape, dims)
+
+
+class Mean(Function):
+    def forward(self, a, dims, keepdim):
+        self.saved = (a.shape, dims)
+        return np.mean(a, axis=dims, keepdims=keepdim)
+
+    def backward(self, g):
+        shape, dims = self.saved
+        count = int(np.prod([shape[d] for d in dims]))
+        return _expand_back(g / count, shape, dims)
+
+
+class Var(Function):
+    """sum((x - mean)^2) / (N - correction) over dims."""
+
+    def forward(self, a, dims, keepdim, correction):
+        n = int(np.prod([a.shape[d] for d in dims]))
+        diff = a - np.mean(a, axis=dims, keepdims=True)
+        self.saved = (diff, dims, n - correction)
+        return np.sum(diff * diff, axis=dims, keepdims=keepdim) / (n - correction)
+
+    def backward(self, g):
+        diff, dims, denom = self.saved
+        return _expand_back(g, diff.shape, dims) * (2 / denom) * diff
+
+
+class LogSumExp(Function):
+    def forward(self, a, dims, keepdim):
+        rows, _ = _as_rows(a, dims)
+        out = K.logsumexp_lastdim(rows).reshape(_reduced_shape(a.shape, dims, keepdim))
+        self.saved = (a, dims, out)
+        return out
+
+    def backward(self, g):
+        a, dims, out = self.saved
+        kept = _kept_shape(a.shape, dims)
+        return g.reshape(kept) * np.exp(a - out.reshape(kept))  # g * softmax(a) over dims
+
+
+class Max(Function):
+    """Largest element over dims; the gradient goes to its first occurrence only."""
+
+    sign = 1
+
+    def forward(self, a, dims, keepdim):
+        if any(a.shape[d] == 0 for d in dims) or a.size == 0:
+            raise ValueError(f"cannot reduce over an empty dimension (shape {a.shape}, dims {dims})")
+        rows, perm = _as_rows(a if self.sign == 1 else -a, dims)
+        vals, idx = K.max_lastdim(rows)
+        self.saved = (a.shape, rows.shape, perm, idx)
+        return (self.sign * vals).astype(a.dtype).reshape(_reduced_shape(a.shape, dims, keepdim))
+
+    def backward(self, g):
+        shape, rows_shape, perm, idx = self.saved
+        grad_rows = np.zeros(rows_shape, dtype=g.dtype)
+        grad_rows[np.arange(rows_shape[0]), idx] = g.reshape(-1)
+        return _from_rows(grad_rows, shape, perm)
+
+
+class Min(Max):
+    """Smallest element: the max of -x, negated back; same first-occurrence tie rule."""
+
+    sign = -1
