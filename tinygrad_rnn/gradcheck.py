@@ -68,11 +68,11 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
                 bad = np.abs(a_grad - n_grad) > atol + rtol * np.abs(n_grad)
                 if bad.any():
                     j = int(np.argmax(bad.reshape(-1)))
-                    elem = np.unravel_index(j, t.shape) if t.ndim else ()
+                    elem = tuple(int(k) for k in np.unravel_index(j, t.shape)) if t.ndim else ()
                     what = f"output element {row}" if full else f"random output projection {row}"
                     msg = (f"gradcheck failed for input {i} (shape {t.shape}) at element {elem}, "
-                           f"{what}: analytic {a_grad.reshape(-1)[j]!r}, numeric "
-                           f"{n_grad.reshape(-1)[j]!r} (atol={atol}, rtol={rtol}, eps={eps}); "
+                           f"{what}: analytic {float(a_grad.reshape(-1)[j])!r}, numeric "
+                           f"{float(n_grad.reshape(-1)[j])!r} (atol={atol}, rtol={rtol}, eps={eps}); "
                            f"{int(bad.sum())} of {bad.size} elements disagree")
                     if raise_exception:
                         raise GradcheckError(msg)

@@ -1,0 +1,435 @@
+"""The engine itself: graph walk, accumulation, retain_graph, grad mode, hooks, anomaly mode,
+tensor construction rules, and the classic autograd bugs, each pinned by a regression test."""
+import gc
+import os
+import subprocess
+import sys
+import threading
+import weakref
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import Function, Tensor
+
+
+def f64(x, requires_grad=True):
+    return Tensor(np.asarray(x, dtype=np.float64), requires_grad=requires_grad)
+
+
+# ----------------------------------------------------------------------------- classic bugs
+def test_reused_node_accumulates():
+    a = f64(3.0)
+    b = a + a
+    c = b + b
+    c.backward()
+    assert a.grad.item() == 4.0
+
+
+def test_diamond():
+    x = f64(1.5)
+    y1, y2 = x * 2.0, x * 3.0
+    z = y1 * y2  # 6 x^2
+    z.backward()
+    assert x.grad.item() == pytest.approx(12 * 1.5, rel=1e-15)
+
+
+def test_same_tensor_on_both_sides_of_one_op():
+    x = f64([1.0, -2.0, 3.0])
+    (x * x).sum().backward()
+    np.testing.assert_allclose(x.grad.data, 2 * x.data, rtol=1e-15)
+
+
+def test_ten_thousand_step_chain_has_no_recursion_error():
+    x = f64(1.0)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.backward()
+    assert x.grad.item() == pytest.approx(1.0001 ** 10_000, rel=1e-9)
+
+
+def test_two_thousand_step_tanh_recurrence_matches_manual_bptt():
+    rng = np.random.default_rng(0)
+    T = 2000
+    xs = rng.standard_normal(T) * 0.5
+    w = f64(0.9)
+    h = f64(0.0, requires_grad=False)
+    hs = []
+    for t in range(T):
+        h = (h * w + float(xs[t])).tanh()
+        hs.append(h.item())
+    h.backward()
+    # by hand: dL/dh_T = 1; dh_t/dw = (1 - h_t^2) h_{t-1}; dh_t/dh_{t-1} = (1 - h_t^2) w
+    dh, dw, prev = 1.0, 0.0, [0.0] + hs[:-1]
+    for t in reversed(range(T)):
+        draw = dh * (1 - hs[t] ** 2)
+        dw += draw * prev[t]
+        dh = draw * 0.9
+    assert w.grad.item() == pytest.approx(dw, rel=1e-12)
+
+
+def test_second_backward_without_retain_graph_raises():
+    x = f64([1.0, 2.0])
+    y = x.tanh().sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+
+
+def test_retain_graph_allows_a_second_backward_and_grads_accumulate():
+    x = f64([1.0, 2.0])
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.data, 4 * x.data)
+
+
+def test_leaf_grad_accumulates_until_zeroed():
+    w = f64([1.0, 2.0])
+    for _ in range(3):
+        (w * 2.0).sum().backward()
+    np.testing.assert_array_equal(w.grad.data, [6.0, 6.0])
+    w.grad = None
+    (w * 2.0).sum().backward()
+    np.testing.assert_array_equal(w.grad.data, [2.0, 2.0])
+
+
+def test_leaf_grads_do_not_alias_each_other():
+    # add's backward hands one array to both inputs; accumulating into one leaf must not touch the other
+    a, b = f64([1.0]), f64([2.0])
+    (a + b).sum().backward()
+    a.grad.data += 100
+    assert b.grad.item() == 1.0
+
+
+def test_saved_arrays_and_intermediates_are_freed_after_backward():
+    x = f64(np.ones(10))
+    y = x.tanh()
+    ref = weakref.ref(y)
+    loss = y.sum()
+    del y
+    loss.backward()
+    gc.collect()
+    assert ref() is None
+    assert loss._ctx.saved is None
+
+
+def test_graph_is_kept_with_retain_graph():
+    x = f64(np.ones(3))
+    y = x.tanh()
+    ref = weakref.ref(y)
+    loss = y.sum()
+    del y
+    loss.backward(retain_graph=True)
+    assert ref() is not None
+
+
+def test_nonscalar_root_needs_explicit_gradient():
+    x = f64([1.0, 2.0])
+    y = x * 2.0
+    with pytest.raises(RuntimeError, match="scalar outputs"):
+        y.backward()
+    with pytest.raises(ValueError, match=r"gradient shape \(3,\)"):
+        y.backward(np.ones(3))
+    y.backward(np.array([1.0, 10.0]))
+    np.testing.assert_array_equal(x.grad.data, [2.0, 20.0])
+
+
+def test_backward_on_tensor_without_grad_raises():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        Tensor([1.0]).sum().backward()
+
+
+class _RecordingMul(Function):
+    """x * y that records which input gradients the engine asked for."""
+
+    asked = []
+
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return a * b
+
+    def backward(self, g):
+        _RecordingMul.asked.append(self.needs_input_grad)
+        a, b = self.saved
+        return (g * b if self.needs_input_grad[0] else None), (g * a if self.needs_input_grad[1] else None)
+
+
+def test_inputs_without_requires_grad_get_no_gradient():
+    _RecordingMul.asked.clear()
+    x, w = Tensor(np.ones(3)), f64(np.full(3, 2.0))
+    _RecordingMul.apply(x, w).sum().backward()
+    assert _RecordingMul.asked == [(False, True)]
+    assert x.grad is None
+    np.testing.assert_array_equal(w.grad.data, np.ones(3))
+
+
+def test_branch_that_does_not_need_grad_is_not_walked():
+    x = Tensor(np.ones(3))  # constant branch: no graph is recorded for it at all
+    c = (x * 2.0).tanh()
+    assert c._ctx is None and not c.requires_grad
+
+
+def test_broadcast_gradients_are_reduced_to_the_input_shape():
+    a = f64(np.ones((3, 1)))
+    b = f64(np.ones((4,)))
+    (a * b).sum().backward()
+    assert a.grad.shape == (3, 1) and b.grad.shape == (4,)
+    np.testing.assert_array_equal(a.grad.data, np.full((3, 1), 4.0))
+    np.testing.assert_array_equal(b.grad.data, np.full(4, 3.0))
+
+
+# ----------------------------------------------------------------------------- grad mode
+def test_no_grad_builds_no_graph():
+    w = f64([1.0, 2.0])
+    with tg.no_grad():
+        y = (w * 2.0).tanh()
+    assert y._ctx is None and not y.requires_grad
+    assert tg.is_grad_enabled()
+
+
+def test_no_grad_as_decorator_and_enable_grad_inside():
+    w = f64([1.0])
+
+    @tg.no_grad()
+    def f():
+        inner = w * 2.0
+        with tg.enable_grad():
+            outer = w * 3.0
+        return inner, outer
+
+    inner, outer = f()
+    assert not inner.requires_grad and outer.requires_grad
+    assert tg.is_grad_enabled()
+
+
+def test_grad_mode_is_thread_local():
+    w = f64([1.0])
+    inside, started, release = {}, threading.Event(), threading.Event()
+
+    def other_thread():
+        started.wait()
+        inside["requires_grad"] = (w * 2.0).requires_grad
+        release.set()
+
+    th = threading.Thread(target=other_thread)
+    th.start()
+    with tg.no_grad():
+        started.set()
+        release.wait(5)
+    th.join()
+    assert inside["requires_grad"] is True
+
+
+def test_detach_cuts_the_graph():
+    w = f64([1.0, 2.0])
+    h = (w * 2.0).detach()
+    assert h._ctx is None and not h.requires_grad
+    y = (h * w).sum()
+    y.backward()
+    np.testing.assert_array_equal(w.grad.data, h.data)  # no path through h
+
+
+def test_requires_grad_rules():
+    with pytest.raises(TypeError, match="floating-point"):
+        Tensor([1, 2, 3], requires_grad=True)
+    t = Tensor([1.0]).requires_grad_()
+    assert t.requires_grad and t.is_leaf
+    y = t * 2.0
+    with pytest.raises(RuntimeError, match="detach"):
+        y.requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- hooks
+def test_hooks_run_in_order_and_can_replace_the_gradient():
+    x = f64([1.0, 2.0])
+    y = x * 3.0
+    calls = []
+    y.register_hook(lambda g: calls.append(("first", g.data.copy())) or g * 2.0)
+    y.register_hook(lambda g: calls.append(("second", g.data.copy())))
+    y.sum().backward()
+    assert [c[0] for c in calls] == ["first", "second"]
+    np.testing.assert_array_equal(calls[1][1], [2.0, 2.0])  # second sees first's replacement
+    np.testing.assert_array_equal(x.grad.data, [6.0, 6.0])
+
+
+def test_hook_removal_and_leaf_hooks():
+    x = f64([1.0])
+    handle = x.register_hook(lambda g: g * 10.0)
+    (x * 1.0).sum().backward()
+    assert x.grad.item() == 10.0
+    handle.remove()
+    x.grad = None
+    (x * 1.0).sum().backward()
+    assert x.grad.item() == 1.0
+
+
+def test_hook_with_wrong_shape_is_refused():
+    x = f64([1.0, 2.0])
+    y = x * 1.0
+    y.register_hook(lambda g: np.ones(3))
+    with pytest.raises(ValueError, match="hook"):
+        y.sum().backward()
+
+
+def test_retain_grad_on_intermediate():
+    x = f64([1.0, 2.0])
+    y = x * 3.0
+    y.retain_grad()
+    (y * y).sum().backward()
+    np.testing.assert_array_equal(y.grad.data, 2 * y.data)
+
+
+# ----------------------------------------------------------------------------- anomaly mode
+def test_detect_anomaly_names_the_forward_op_and_the_line():
+    x = f64([-1.0, 1.0])
+    with tg.detect_anomaly():
+        with np.errstate(invalid="ignore"), pytest.raises(tg.AnomalyError, match=r"Log.*test_engine\.py"):
+            x.log()
+
+
+def test_detect_anomaly_in_backward_names_the_op_and_where_it_was_created():
+    x = f64([0.0, 1.0])
+    with tg.detect_anomaly():
+        y = x.sqrt().sum()  # finite forward, infinite derivative at 0
+        with np.errstate(divide="ignore"), pytest.raises(tg.AnomalyError, match=r"SqrtBackward.*test_engine\.py"):
+            y.backward()
+
+
+def test_without_anomaly_mode_nans_are_plain_values():
+    x = f64([-1.0])
+    with np.errstate(invalid="ignore"):
+        y = x.log()
+    assert np.isnan(y.item())
+
+
+# ----------------------------------------------------------------------------- Tensor basics
+def test_construction_dtypes():
+    assert Tensor(1.5).dtype == np.float32
+    assert Tensor([1.0, 2.0]).dtype == np.float32
+    assert Tensor([[1, 2]]).dtype == np.int64
+    assert Tensor(np.ones(2)).dtype == np.float64
+    assert Tensor(np.ones(2, np.float32)).dtype == np.float32
+    assert Tensor([1.0], dtype=np.float64).dtype == np.float64
+
+
+def test_mixed_float_widths_raise_naming_the_op():
+    with pytest.raises(tg.ShapeError, match=r"mul: dtype mismatch \(float32 vs float64\)"):
+        Tensor([1.0]) * Tensor(np.ones(1))
+    # numbers adopt the tensor's dtype, numpy float64 scalars included
+    assert (Tensor([1.0]) * np.float64(2.0)).dtype == np.float32
+    assert (2.5 * Tensor([1.0])).dtype == np.float32
+
+
+def test_shape_mismatch_names_op_and_shapes():
+    with pytest.raises(tg.ShapeError, match=r"Add.*\(2, 3\) float32.*\(4,\) float32"):
+        tg.zeros(2, 3) + tg.zeros(4)
+    with pytest.raises(tg.ShapeError, match=r"MatMul.*\(2, 3\).*\(4, 5\)"):
+        tg.zeros(2, 3) @ tg.zeros(4, 5)
+
+
+def test_basic_accessors_and_repr():
+    t = Tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    assert t.shape == (2, 2) and t.ndim == 2 and len(t) == 2 and t.numel() == 4
+    assert isinstance(t.numpy(), np.ndarray) and np.asarray(t).shape == (2, 2)
+    assert t[1, 1].item() == 4.0
+    assert "requires_grad=True" in repr(t)
+    assert "grad_fn=<TanhBackward>" in repr(t.tanh())
+    assert "dtype=float64" in repr(Tensor(np.ones(1)))
+    with pytest.raises(ValueError, match="one-element"):
+        t.item()
+
+
+def test_reflected_operators_and_numpy_on_the_left():
+    x = f64([2.0, 4.0])
+    np.testing.assert_allclose((2.0 - x).data, [0.0, -2.0])
+    np.testing.assert_allclose((1.0 / x).data, [0.5, 0.25])
+    np.testing.assert_allclose((np.array([1.0, 1.0]) + x).data, [3.0, 5.0])
+    assert isinstance(np.array([1.0, 1.0]) * x, Tensor)
+
+
+def test_factories_and_manual_seed():
+    assert tg.zeros(2, 3).shape == (2, 3) and tg.ones((2,)).data.sum() == 2
+    assert tg.full((2, 2), 7.0).data.max() == 7.0
+    np.testing.assert_array_equal(tg.eye(3).data, np.eye(3, dtype=np.float32))
+    assert tg.arange(5).dtype == np.int64 and tg.arange(0.0, 1.0, 0.25).shape == (4,)
+    assert tg.zeros_like(tg.ones(3)).data.sum() == 0 and tg.ones_like(tg.zeros(2, 2)).shape == (2, 2)
+    tg.manual_seed(123)
+    a, b = tg.randn(4), tg.rand(4)
+    tg.manual_seed(123)
+    np.testing.assert_array_equal(a.data, tg.randn(4).data)
+    np.testing.assert_array_equal(b.data, tg.rand(4).data)
+    assert ((b.data >= 0) & (b.data < 1)).all() and a.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- backends
+def _rnn_like(backend):
+    tg.set_backend(backend)
+    try:
+        rng = np.random.default_rng(1)
+        W = f64(rng.standard_normal((5, 5)) * 0.5)
+        U = f64(rng.standard_normal((3, 5)) * 0.5)
+        h = f64(np.zeros((2, 5)), requires_grad=False)
+        xs = rng.standard_normal((4, 2, 3))
+        for t in range(4):
+            h = (Tensor(xs[t]) @ U + h @ W).tanh()
+        logits = h @ W.T
+        loss = tg.nn.functional.cross_entropy(logits, np.array([1, 4])) + h.sigmoid().sum()
+        loss.backward()
+        return loss.item(), W.grad.data, U.grad.data
+    finally:
+        tg.set_backend("numba")
+
+
+def test_numpy_backend_gives_the_same_numbers():
+    a, b = _rnn_like("numba"), _rnn_like("numpy")
+    assert a[0] == pytest.approx(b[0], rel=1e-12)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-10)
+    np.testing.assert_allclose(a[2], b[2], rtol=1e-10)
+
+
+def test_backend_from_environment_variable():
+    code = "import tinygrad_rnn as tg; tg.ones(2).tanh(); print(tg.get_backend())"
+    env = dict(os.environ, TINYGRAD_RNN_BACKEND="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "numpy"
+    with pytest.raises(ValueError, match="unknown backend"):
+        tg.set_backend("cuda")
+
+
+# ----------------------------------------------------------------------------- gradcheck
+class _WrongSquare(Function):
+    def forward(self, a):
+        self.saved = a
+        return a * a
+
+    def backward(self, g):
+        return g * 3 * self.saved  # should be 2 * a
+
+
+def test_gradcheck_catches_a_wrong_backward_and_names_the_element():
+    x = f64([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(tg.GradcheckError, match=r"input 0 \(shape \(2, 2\)\) at element \(0, 0\).*analytic 3\.0"):
+        tg.gradcheck(lambda a: _WrongSquare.apply(a), (x,))
+    assert tg.gradcheck(lambda a: _WrongSquare.apply(a), (x,), raise_exception=False) is False
+    assert tg.gradcheck(lambda a: a * a, (x,))
+
+
+def test_gradcheck_random_projections_for_large_inputs():
+    rng = np.random.default_rng(0)
+    x = f64(rng.standard_normal((40, 30)))
+    w = f64(rng.standard_normal((30, 20)))
+    assert tg.gradcheck(lambda a, b: (a @ b).tanh(), (x, w))  # 800 outputs x 1800 inputs: projected
+    with pytest.raises(tg.GradcheckError, match="random output projection"):
+        tg.gradcheck(lambda a: _WrongSquare.apply(a) @ w, (x,))
+
+
+def test_gradcheck_refuses_float32_and_restores_grads():
+    with pytest.raises(TypeError, match="float64"):
+        tg.gradcheck(lambda a: a * 2.0, (Tensor([1.0], requires_grad=True),))
+    x = f64([1.0])
+    x.grad = Tensor(np.array([5.0]))
+    tg.gradcheck(lambda a: a * 2.0, (x,))
+    assert x.grad.item() == 5.0
