@@ -433,3 +433,9 @@ def test_gradcheck_refuses_float32_and_restores_grads():
     x.grad = Tensor(np.array([5.0]))
     tg.gradcheck(lambda a: a * 2.0, (x,))
     assert x.grad.item() == 5.0
+
+
+def test_gradcheck_accepts_non_leaf_inputs():
+    x = Tensor([[1.0, -2.0]], requires_grad=True).double()  # a Cast output, not a leaf
+    assert not x.is_leaf
+    assert tg.gradcheck(lambda a: (a * a).tanh(), (x,))

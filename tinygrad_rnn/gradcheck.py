@@ -44,43 +44,41 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         if t.dtype != np.float64:
             raise TypeError(f"gradcheck: input {i} is {t.dtype}; use float64 inputs "
                             f"(Tensor(x, dtype=np.float64) or .double()) for finite differences")
-    for _, t in wrt:  # the finite differences write into the arrays
-        if not t.data.flags.writeable or not t.data.flags.c_contiguous:
-            t.data = np.array(t.data, copy=True)
+    # Work on fresh float64 leaves: the user's tensors (leaf or not) keep their data and .grad,
+    # and the finite differences can write into contiguous private copies.
+    inputs = list(inputs)
+    for i, _ in wrt:
+        inputs[i] = Tensor._make(np.array(inputs[i].data, copy=True, order="C"), True, None)
+    wrt = [(i, inputs[i]) for i, _ in wrt]
+    inputs = tuple(inputs)
+    outs = _outputs(fn(*inputs))
+    sizes = [o.data.size for o in outs]
+    n_out = sum(sizes)
+    n_in = sum(t.data.size for _, t in wrt)
+    rng = np.random.default_rng(seed)
+    full = n_out * n_in <= full_limit
+    if full:
+        projections = np.eye(n_out)
+    else:
+        projections = rng.standard_normal((n_directions, n_out))
 
-    saved_grads = [t.grad for _, t in wrt]
-    try:
-        outs = _outputs(fn(*inputs))
-        sizes = [o.data.size for o in outs]
-        n_out = sum(sizes)
-        n_in = sum(t.data.size for _, t in wrt)
-        rng = np.random.default_rng(seed)
-        full = n_out * n_in <= full_limit
-        if full:
-            projections = np.eye(n_out)
-        else:
-            projections = rng.standard_normal((n_directions, n_out))
-
-        for row, v in enumerate(projections):
-            analytic = _analytic(fn, inputs, wrt, v, sizes)
-            for (i, t), a_grad in zip(wrt, analytic):
-                n_grad = _numeric(fn, inputs, t, v, eps)
-                bad = np.abs(a_grad - n_grad) > atol + rtol * np.abs(n_grad)
-                if bad.any():
-                    j = int(np.argmax(bad.reshape(-1)))
-                    elem = tuple(int(k) for k in np.unravel_index(j, t.shape)) if t.ndim else ()
-                    what = f"output element {row}" if full else f"random output projection {row}"
-                    msg = (f"gradcheck failed for input {i} (shape {t.shape}) at element {elem}, "
-                           f"{what}: analytic {float(a_grad.reshape(-1)[j])!r}, numeric "
-                           f"{float(n_grad.reshape(-1)[j])!r} (atol={atol}, rtol={rtol}, eps={eps}); "
-                           f"{int(bad.sum())} of {bad.size} elements disagree")
-                    if raise_exception:
-                        raise GradcheckError(msg)
-                    return False
-        return True
-    finally:
-        for (_, t), g in zip(wrt, saved_grads):
-            t.grad = g
+    for row, v in enumerate(projections):
+        analytic = _analytic(fn, inputs, wrt, v, sizes)
+        for (i, t), a_grad in zip(wrt, analytic):
+            n_grad = _numeric(fn, inputs, t, v, eps)
+            bad = np.abs(a_grad - n_grad) > atol + rtol * np.abs(n_grad)
+            if bad.any():
+                j = int(np.argmax(bad.reshape(-1)))
+                elem = tuple(int(k) for k in np.unravel_index(j, t.shape)) if t.ndim else ()
+                what = f"output element {row}" if full else f"random output projection {row}"
+                msg = (f"gradcheck failed for input {i} (shape {t.shape}) at element {elem}, "
+                       f"{what}: analytic {float(a_grad.reshape(-1)[j])!r}, numeric "
+                       f"{float(n_grad.reshape(-1)[j])!r} (atol={atol}, rtol={rtol}, eps={eps}); "
+                       f"{int(bad.sum())} of {bad.size} elements disagree")
+                if raise_exception:
+                    raise GradcheckError(msg)
+                return False
+    return True
 
 
 def _analytic(fn, inputs, wrt, v, sizes) -> list:
