@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 
-_MODULES = ("elementwise", "matmul", "reduce", "nn")
+_MODULES = ("elementwise", "matmul", "reduce", "nn", "optim")
 BACKENDS = ("numba", "numpy")
 
 

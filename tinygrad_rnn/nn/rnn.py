@@ -1,0 +1,333 @@
+"""Recurrent layers: one-step cells, and RNN/LSTM/GRU that loop those same steps over a sequence.
+
+Nothing here knows about backpropagation through time. A step is a handful of ordinary ops
+(two matmuls, adds, nonlinearities); a Python `for t in range(T)` records T copies of it in
+the graph, and `loss.backward()` on that graph *is* BPTT.
+
+Truncated BPTT: keep the state between chunks of a long sequence but cut the graph, so each
+backward covers one chunk and the previous chunk's graph can be freed:
+
+    h = None
+    for chunk, target in chunks:
+        out, h = rnn(chunk, h)
+        loss = criterion(head(out), target)
+        loss.backward(); opt.step(); opt.zero_grad()
+        h = h.detach()                                  # LSTM: h = (h[0].detach(), h[1].detach())
+
+Parameter names, shapes, gate order and initialisation are PyTorch's, so a PyTorch state_dict
+converted to numpy loads and gives the same numbers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..functional import cat, stack
+from ..tensor import Tensor
+from . import functional as F
+from . import init
+from .module import Module, Parameter
+
+_ACTIVATIONS = {"tanh": Tensor.tanh, "relu": Tensor.relu, "sigmoid": Tensor.sigmoid}
+
+
+# One time step each. Weights arrive transposed, (in, gates * H): a sequence layer transposes
+# once per forward, not once per step. `b` is b_ih + b_hh, or None without bias.
+def _rnn_step(x, h, w_ih_t, w_hh_t, b, act):
+    pre = x @ w_ih_t + h @ w_hh_t
+    return act(pre if b is None else pre + b)
+
+
+def _lstm_step(x, h, c, w_ih_t, w_hh_t, b):
+    gates = x @ w_ih_t + h @ w_hh_t
+    if b is not None:
+        gates = gates + b
+    i, f, g, o = gates.chunk(4, 1)  # PyTorch's gate order: input, forget, cell, output
+    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+    return o.sigmoid() * c.tanh(), c
+
+
+def _gru_step(x, h, w_ih_t, w_hh_t, b_ih, b_hh):
+    # b_ih and b_hh stay apart: the reset gate multiplies (W_hn h + b_hn), bias included
+    gi, gh = x @ w_ih_t, h @ w_hh_t
+    if b_ih is not None:
+        gi, gh = gi + b_ih, gh + b_hh
+    i_r, i_z, i_n = gi.chunk(3, 1)
+    h_r, h_z, h_n = gh.chunk(3, 1)
+    r = (i_r + h_r).sigmoid()
+    z = (i_z + h_z).sigmoid()
+    n = (i_n + r * h_n).tanh()
+    return (h - n) * z + n  # = (1 - z) * n + z * h, in PyTorch's order of operations
+
+
+def _as_tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _sum(b_ih, b_hh):
+    return None if b_ih is None else b_ih + b_hh
+
+
+def _check_activation(nonlinearity):
+    if nonlinearity not in _ACTIVATIONS:
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'; choose one of {sorted(_ACTIVATIONS)}")
+
+
+# ----------------------------------------------------------------------------- cells
+class _CellBase(Module):
+    _gates = 1
+    _n_states = 1  # tensors in the state: 1 (h), or 2 for the LSTM's (h, c)
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        super().__init__()
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        gh = self._gates * hidden_size
+        self.weight_ih = Parameter(np.empty((gh, input_size), np.float32))
+        self.weight_hh = Parameter(np.empty((gh, hidden_size), np.float32))
+        self.bias_ih = Parameter(np.empty(gh, np.float32)) if bias else None
+        self.bias_hh = Parameter(np.empty(gh, np.float32)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for p in self.parameters():
+            init.uniform_(p, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        return s
+
+    def _batch(self, input, hx):
+        """(input as (B, I), state as a tuple of (B, H), whether the input had no batch dim)."""
+        x = _as_tensor(input)
+        name = type(self).__name__
+        if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: expected input of shape (batch, {self.input_size}) or "
+                             f"({self.input_size},), got {x.shape}")
+        unbatched = x.ndim == 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        if hx is None:
+            zero = Tensor(np.zeros((x.shape[0], self.hidden_size), x.dtype))
+            return x, (zero,) * self._n_states, unbatched
+        states = tuple(_as_tensor(s) for s in (hx if self._n_states > 1 else (hx,)))
+        want = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
+        for s in states:
+            if s.shape != want:
+                raise ValueError(f"{name}: expected hidden state of shape {want}, got {s.shape}")
+        if unbatched:
+            states = tuple(s.unsqueeze(0) for s in states)
+        return x, states, unbatched
+
+
+class RNNCell(_CellBase):
+    """h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh) with act tanh, relu or sigmoid.
+
+    'sigmoid' (not in PyTorch) is the lecture notes' simple RNN h = sigmoid(A h + B x + c).
+    `weight_ih` (H, I), `weight_hh` (H, H); everything starts U(-1/sqrt(H), 1/sqrt(H)).
+    One step only: loop it over time yourself (see the module docstring for truncated BPTT).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh"):
+        _check_activation(nonlinearity)
+        super().__init__(input_size, hidden_size, bias)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input, hx=None):
+        x, (h,), unbatched = self._batch(input, hx)
+        h = _rnn_step(x, h, self.weight_ih.T, self.weight_hh.T, _sum(self.bias_ih, self.bias_hh),
+                      _ACTIVATIONS[self.nonlinearity])
+        return h.squeeze(0) if unbatched else h
+
+
+class LSTMCell(_CellBase):
+    """One LSTM step; `hx` is (h, c) and so is the result.
+
+    Gates i, f, g, o are stacked in that order in `weight_ih` (4H, I) and `weight_hh` (4H, H):
+    c' = sigmoid(f) * c + sigmoid(i) * tanh(g), h' = sigmoid(o) * tanh(c').
+    """
+
+    _gates, _n_states = 4, 2
+
+    def forward(self, input, hx=None):
+        x, (h, c), unbatched = self._batch(input, hx)
+        h, c = _lstm_step(x, h, c, self.weight_ih.T, self.weight_hh.T, _sum(self.bias_ih, self.bias_hh))
+        return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
+
+
+class GRUCell(_CellBase):
+    """One GRU step with gates r, z, n stacked in `weight_ih` (3H, I), `weight_hh` (3H, H):
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr), z likewise,
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h.
+    """
+
+    _gates = 3
+
+    def forward(self, input, hx=None):
+        x, (h,), unbatched = self._batch(input, hx)
+        h = _gru_step(x, h, self.weight_ih.T, self.weight_hh.T, self.bias_ih, self.bias_hh)
+        return h.squeeze(0) if unbatched else h
+
+
+# ----------------------------------------------------------------------------- sequences
+class _RNNBase(Module):
+    """Runs the one-step math over time, layer by layer and direction by direction.
+
+    Parameters are attributes of this module named as in PyTorch (weight_ih_l0,
+    weight_hh_l1_reverse, bias_ih_l0, ...), so state_dict keys match PyTorch's.
+    """
+
+    _gates = 1
+    _n_states = 1
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False):
+        super().__init__()
+        if not 0 <= dropout <= 1:
+            raise ValueError(f"dropout should be a number in range [0, 1], got {dropout}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional = bidirectional
+        gh = self._gates * hidden_size
+        for layer in range(num_layers):
+            in_size = input_size if layer == 0 else hidden_size * self._directions
+            for sfx in self._suffixes:
+                setattr(self, f"weight_ih_l{layer}{sfx}", Parameter(np.empty((gh, in_size), np.float32)))
+                setattr(self, f"weight_hh_l{layer}{sfx}", Parameter(np.empty((gh, hidden_size), np.float32)))
+                if bias:
+                    setattr(self, f"bias_ih_l{layer}{sfx}", Parameter(np.empty(gh, np.float32)))
+                    setattr(self, f"bias_hh_l{layer}{sfx}", Parameter(np.empty(gh, np.float32)))
+        self.reset_parameters()
+
+    @property
+    def _directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _suffixes(self):
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def reset_parameters(self) -> None:
+        bound = 1 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for p in self.parameters():
+            init.uniform_(p, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        defaults = dict(num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                        dropout=0.0, bidirectional=False)
+        for k, default in defaults.items():
+            if getattr(self, k, default) != default:
+                s += f", {k}={getattr(self, k)}"
+        return s
+
+    def _layer_params(self, layer: int, sfx: str):
+        w_ih, w_hh = getattr(self, f"weight_ih_l{layer}{sfx}"), getattr(self, f"weight_hh_l{layer}{sfx}")
+        if not self.bias:
+            return w_ih.T, w_hh.T, None, None
+        return w_ih.T, w_hh.T, getattr(self, f"bias_ih_l{layer}{sfx}"), getattr(self, f"bias_hh_l{layer}{sfx}")
+
+    def _initial_state(self, hx, batch: int, dtype, unbatched: bool):
+        """A tuple of (num_layers * directions, B, H) tensors, zeros when hx is None."""
+        shape = (self.num_layers * self._directions, batch, self.hidden_size)
+        if hx is None:
+            return (Tensor(np.zeros(shape, dtype)),) * self._n_states
+        states = tuple(_as_tensor(s) for s in (hx if self._n_states > 1 else (hx,)))
+        want = (shape[0], shape[2]) if unbatched else shape
+        for s in states:
+            if s.shape != want:
+                raise ValueError(f"{type(self).__name__}: expected hidden size {want}, got {s.shape}")
+        return tuple(s.unsqueeze(1) for s in states) if unbatched else states
+
+    def forward(self, input, hx=None):
+        """input (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched.
+
+        Returns (output, h_n): output (T, B, D*H) (batch-first if asked), the last layer's
+        h at every step, both directions concatenated; h_n (num_layers*D, B, H), each layer's
+        final state (never batch-first, as in PyTorch). The LSTM's hx and h_n are (h, c) pairs.
+        """
+        x = _as_tensor(input)
+        if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
+            raise ValueError(f"{type(self).__name__}: expected input of {self.input_size} features "
+                             f"with 3 dims (batched) or 2 (unbatched), got {x.shape}")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x.unsqueeze(1)
+        time_dim = 1 if self.batch_first and not unbatched else 0
+        steps, batch = x.shape[time_dim], x.shape[1 - time_dim]
+        states = self._initial_state(hx, batch, x.dtype, unbatched)
+        xs = [x[t] if time_dim == 0 else x[:, t] for t in range(steps)]
+        finals = []
+        for layer in range(self.num_layers):
+            per_direction = []
+            for d, sfx in enumerate(self._suffixes):
+                prepared = self._prepare(*self._layer_params(layer, sfx))
+                state = tuple(s[layer * self._directions + d] for s in states)
+                ys = [None] * steps
+                for t in (reversed(range(steps)) if d else range(steps)):
+                    state = self._step(xs[t], state, prepared)
+                    ys[t] = state[0]
+                finals.append(state)
+                per_direction.append(ys)
+            xs = per_direction[0] if len(per_direction) == 1 else [cat(p, 1) for p in zip(*per_direction)]
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                xs = [F.dropout(y, self.dropout) for y in xs]
+        output = stack(xs, time_dim)
+        h_n = tuple(stack([f[i] for f in finals], 0) for i in range(self._n_states))
+        if unbatched:
+            output = output.squeeze(1)
+            h_n = tuple(h.squeeze(1) for h in h_n)
+        return output, (h_n if self._n_states > 1 else h_n[0])
+
+    # subclasses: `_prepare` turns a layer's parameters into what `_step` takes, once per forward
+    def _prepare(self, w_ih_t, w_hh_t, b_ih, b_hh):
+        return w_ih_t, w_hh_t, _sum(b_ih, b_hh)
+
+
+class RNN(_RNNBase):
+    """Elman RNN over a sequence: per layer, h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
+
+    `nonlinearity` is 'tanh', 'relu' or 'sigmoid' (the last not in PyTorch). See
+    `_RNNBase.forward` for shapes and the module docstring for truncated BPTT
+    (`h = h.detach()` between chunks).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False):
+        _check_activation(nonlinearity)
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+
+    def _step(self, x, state, prepared):
+        return (_rnn_step(x, state[0], *prepared, _ACTIVATIONS[self.nonlinearity]),)
+
+
+class LSTM(_RNNBase):
+    """LSTM over a sequence; hx and h_n are (h, c) pairs of (num_layers*D, B, H) tensors.
+
+    Truncated BPTT detaches both: `h = (h[0].detach(), h[1].detach())`.
+    """
+
+    _gates, _n_states = 4, 2
+
+    def _step(self, x, state, prepared):
+        return _lstm_step(x, *state, *prepared)
+
+
+class GRU(_RNNBase):
+    """GRU over a sequence, PyTorch's formula (see GRUCell). Truncated BPTT: `h = h.detach()`."""
+
+    _gates = 3
+
+    def _prepare(self, w_ih_t, w_hh_t, b_ih, b_hh):
+        return w_ih_t, w_hh_t, b_ih, b_hh
+
+    def _step(self, x, state, prepared):
+        return (_gru_step(x, state[0], *prepared),)
