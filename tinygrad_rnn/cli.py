@@ -1,0 +1,152 @@
+"""`tinygrad-rnn train | eval | sample`: the char-RNN language model from the command line."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+
+from .models import charlm
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a character (or word) RNN language model")
+    d = charlm.TrainConfig()
+    p.add_argument("--corpus", default=d.corpus,
+                   help="'builtin' (default: CPython's docs, offline), 'shakespeare', 'timemachine' or a UTF-8 file")
+    p.add_argument("--level", choices=["char", "word"], default=d.level)
+    p.add_argument("--max-vocab", type=int, default=d.max_vocab, help="word level: keep this many words")
+    p.add_argument("--cell", choices=sorted(charlm.CELLS), default=d.cell)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--layers", type=int, default=d.layers)
+    p.add_argument("--embedding", type=int, default=d.embedding, help="0: one-hot input")
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--seq-len", type=int, default=d.seq_len)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=["sgd", "adagrad", "rmsprop", "adam"], default=d.optimizer)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--clip-norm", type=float, default=d.clip_norm, help="0 disables")
+    p.add_argument("--clip-value", type=float, default=d.clip_value)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--sampling", choices=["sequential", "random"], default=d.sampling)
+    p.add_argument("--val-frac", type=float, default=d.val_frac)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--sample-every", type=int, default=d.sample_every)
+    p.add_argument("--out", default=d.out, help="directory for checkpoints (last.npz)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    fields = {f.name for f in dataclasses.fields(charlm.TrainConfig)}
+    cfg = charlm.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if cfg.clip_norm == 0:
+        cfg.clip_norm = None
+    if cfg.steps is None and cfg.epochs is None:
+        cfg.steps = 1000
+    log = (lambda *a: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    bar = None
+    if not args.no_progress and not args.json:
+        from tqdm import tqdm  # only the CLI draws bars; the library stays dependency-light
+
+        bar = tqdm(total=cfg.steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+        log = bar.write
+
+    def progress(record, tok_s):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=f"{math.exp(min(record['loss'], 50)):.2f}",
+                            tok_s=f"{tok_s:,.0f}", grad=f"{record['grad_norm']:.2f}")
+
+    try:
+        result = charlm.train(cfg, log=log, progress=progress)
+    except charlm.TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    finally:
+        if bar is not None:
+            bar.close()
+    val = result["val"] or {}
+    summary = {"steps": result["steps"], "train_loss": result["history"][-1]["loss"] if result["history"] else None,
+               "val_nats": val.get("nats"), "val_ppl": val.get("perplexity"),
+               "tokens_per_s": result["tokens_per_s"], "wall_s": result["wall_s"], "checkpoint": result["checkpoint"]}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        if val:
+            print(f"validation: {val['nats']:.4f} nats/token, {val['bits']:.4f} bits/token, perplexity "
+                  f"{val['perplexity']:.3f} (uniform baseline {val['uniform_perplexity']})")
+        print(f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s")
+        print("sample:\n" + charlm.sample(result["model"], result["vocab"], "\n", 300, temperature=0.8, seed=cfg.seed))
+    return 0
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="perplexity of a checkpoint on its validation split or a file")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--corpus", help="evaluate on this whole file/corpus instead of the validation split")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from .text import load_corpus, split
+
+    model, vocab, meta = charlm.load_model(args.checkpoint)
+    cfg = meta["config"]
+    if args.corpus:
+        ids = vocab.encode(load_corpus(args.corpus))
+    else:
+        ids = split(vocab.encode(load_corpus(cfg["corpus"])), cfg["val_frac"])[1]
+    res = charlm.evaluate(model, ids, cfg["batch_size"], cfg["seq_len"])
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['tokens']} tokens: {res['nats']:.4f} nats/token, {res['bits']:.4f} bits/token, "
+              f"perplexity {res['perplexity']:.3f} (uniform baseline {res['uniform_perplexity']})")
+    return 0
+
+
+def _add_sample(sub):
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--prime", default="\n")
+    p.add_argument("--length", type=int, default=300)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--beam", type=int, default=0, help="beam width (length-normalised score)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+
+def cmd_sample(args) -> int:
+    model, vocab, _ = charlm.load_model(args.checkpoint)
+    if args.beam:
+        text = charlm.beam_search(model, vocab, args.prime, args.length, args.beam)
+    else:
+        text = charlm.sample(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.seed)
+    print(args.prime + text)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="tinygrad-rnn", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_sample(sub)
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
