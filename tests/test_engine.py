@@ -439,3 +439,25 @@ def test_gradcheck_accepts_non_leaf_inputs():
     x = Tensor([[1.0, -2.0]], requires_grad=True).double()  # a Cast output, not a leaf
     assert not x.is_leaf
     assert tg.gradcheck(lambda a: (a * a).tanh(), (x,))
+
+
+def test_slice_gradients_mix_with_dense_ones_without_aliasing():
+    # slices send sparse gradients that the engine adds in place; dense gradients handed to two
+    # parents at once (y + y) must not be written into
+    x = f64(np.random.default_rng(3).standard_normal((4, 3)))
+
+    def f(a):
+        y = a * 1.0
+        z = y + y
+        return (z * z).sum() + y[1].sum() + y[[0, 0, 2]].sum() + y[1:3].tanh().sum() + y[..., 0].sum()
+
+    assert tg.gradcheck(f, (x,))
+
+
+def test_reading_a_sequence_step_by_step_gets_every_slice_gradient():
+    x = f64(np.random.default_rng(4).standard_normal((50, 2, 3)))
+    h = Tensor(np.zeros((2, 3)))
+    for t in range(50):
+        h = (h + x[t]).tanh()
+    h.sum().backward()
+    assert x.grad.shape == (50, 2, 3) and np.all(x.grad.data != 0)

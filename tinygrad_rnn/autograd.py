@@ -183,6 +183,25 @@ def check_same_dtype(op: str, *arrays) -> None:
 
 
 # ----------------------------------------------------------------------------- the walk
+class SliceGrad:
+    """A gradient that is zero except at `index`: what `x[index]` sends back to `x`.
+
+    Materialising it would cost a zero array of x's full size per slice, so reading a
+    length-T sequence step by step would cost O(T^2) in backward. The engine instead adds
+    `values` into one buffer per input, in place."""
+
+    __slots__ = ("shape", "dtype", "index", "values", "basic")
+
+    def __init__(self, shape, dtype, index, values, basic: bool):
+        self.shape, self.dtype, self.index, self.values, self.basic = shape, dtype, index, values, basic
+
+    def add_into(self, buf: np.ndarray) -> None:
+        if self.basic:
+            buf[self.index] += self.values  # a basic index never repeats an element
+        else:
+            np.add.at(buf, self.index, self.values)  # integer arrays may repeat: accumulate
+
+
 def sum_to(grad: np.ndarray, shape: tuple) -> np.ndarray:
     """Reduce a broadcast gradient back to `shape`: the one place unbroadcasting happens."""
     if grad.shape == shape:
@@ -240,10 +259,12 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
     # Pass 2: visit a node once all its consumers have sent their share.
     anomaly = _mode.anomaly
     grads = {id(root): seed}
+    owned = set()  # ids whose gradient array the walk allocated itself and may update in place
     ready = [root]
     while ready:
         node = ready.pop()
         g = grads.pop(id(node), None)
+        owned.discard(id(node))
         fn = node._ctx
         if g is not None and node._hooks:
             g = _run_hooks(node, g)
@@ -264,13 +285,27 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                 continue
             k = id(p)
             if pg is not None:
-                if anomaly and not _all_finite(pg):
+                if anomaly and not _all_finite(pg.values if type(pg) is SliceGrad else pg):
                     raise AnomalyError(f"{fn.name()}Backward produced NaN/Inf; the op was "
                                        f"created at {fn.created_at}")
-                if pg.shape != p.data.shape:
-                    pg = sum_to(pg, p.data.shape)
                 prev = grads.get(k)
-                grads[k] = pg if prev is None else prev + pg
+                if type(pg) is SliceGrad:
+                    if k not in owned:  # a buffer we may write into: never an op's own array
+                        prev = np.zeros(pg.shape, pg.dtype) if prev is None else np.array(prev)
+                        owned.add(k)
+                    pg.add_into(prev)
+                    grads[k] = prev
+                    pg = None
+                else:
+                    if pg.shape != p.data.shape:
+                        pg = sum_to(pg, p.data.shape)
+                    if prev is None:
+                        grads[k] = pg
+                    elif k in owned:
+                        prev += pg
+                    else:
+                        grads[k] = np.asarray(prev + pg)  # 0-d sums come back as numpy scalars
+                        owned.add(k)
             pending[k] -= 1
             if pending[k] == 0:
                 del pending[k]
