@@ -146,7 +146,8 @@ def test_cli_train_eval_sample(small_corpus, tmp_path):
              "--eval-every", "6", "--out", str(out), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["steps"] == 12 and summary["val_ppl"] > 1
+    assert summary["steps"] == 12 and summary["val_ppl"] > 1 and summary["tokens_per_s"] > 0
+    assert summary["val_loss"] == pytest.approx(math.log(summary["val_ppl"])) and summary["train_loss"] > 0
     r = _cli("eval", "--checkpoint", str(out / "last.npz"), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["perplexity"] == pytest.approx(summary["val_ppl"], rel=1e-6)

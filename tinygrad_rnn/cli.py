@@ -73,7 +73,7 @@ def cmd_train(args) -> int:
             bar.close()
     val = result["val"] or {}
     summary = {"steps": result["steps"], "train_loss": result["history"][-1]["loss"] if result["history"] else None,
-               "val_nats": val.get("nats"), "val_ppl": val.get("perplexity"),
+               "val_loss": val.get("nats"), "val_bits": val.get("bits"), "val_ppl": val.get("perplexity"),
                "tokens_per_s": result["tokens_per_s"], "wall_s": result["wall_s"], "checkpoint": result["checkpoint"]}
     if args.json:
         print(json.dumps(summary))

@@ -295,9 +295,10 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
 
     model.train()
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    t0, steps_timed = time.perf_counter(), 0
+    train_time, steps_timed, t_start = 0.0, 0, time.perf_counter()
     last_val = None
     while step < total_steps:
+        t0 = time.perf_counter()  # tokens/s counts training steps only, not evaluation or sampling
         x, y = stream.batch(epoch, index)
         if cfg.sampling == "random" or index == 0:
             state = None  # unrelated windows (or a new epoch offset): start from zeros
@@ -323,7 +324,8 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
         if index == stream.batches_per_epoch:
             epoch, index = epoch + 1, 0
         steps_timed += 1
-        tok_s = steps_timed * tokens_per_step / (time.perf_counter() - t0)
+        train_time += time.perf_counter() - t0
+        tok_s = steps_timed * tokens_per_step / train_time
         record = {"step": step, "loss": loss_value, "grad_norm": norm}
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps) and len(val_ids) > 1:
             last_val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len)
@@ -338,7 +340,6 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
         if cfg.sample_every and step % cfg.sample_every == 0:
             log("sample: " + json.dumps(sample(model, vocab, "\n", cfg.sample_len, seed=step)))
     checkpoint_now()
-    elapsed = time.perf_counter() - t0
     return {"history": history, "val": last_val, "steps": step, "model": model, "vocab": vocab,
-            "tokens_per_s": steps_timed * tokens_per_step / elapsed if steps_timed else 0.0,
-            "wall_s": elapsed, "checkpoint": str(ckpt_path) if ckpt_path else None}
+            "tokens_per_s": steps_timed * tokens_per_step / train_time if steps_timed else 0.0,
+            "wall_s": time.perf_counter() - t_start, "checkpoint": str(ckpt_path) if ckpt_path else None}
