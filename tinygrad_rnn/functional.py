@@ -42,10 +42,14 @@ def where(condition, a, b) -> Tensor:
 
 
 def maximum(a, b) -> Tensor:
+    if isinstance(b, Tensor) and not isinstance(a, Tensor):
+        return _E.Maximum.apply(_operand(a, b), b)  # a number on the left takes b's dtype too
     return _as_tensor(a).maximum(b)
 
 
 def minimum(a, b) -> Tensor:
+    if isinstance(b, Tensor) and not isinstance(a, Tensor):
+        return _E.Minimum.apply(_operand(a, b), b)
     return _as_tensor(a).minimum(b)
 
 

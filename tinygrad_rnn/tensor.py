@@ -19,14 +19,16 @@ _reduction_result = namedtuple("return_types", ["values", "indices"])
 
 
 def _to_array(data, dtype=None) -> np.ndarray:
-    """Python floats and lists become float32 (ints stay int64); numpy arrays keep their dtype."""
+    """Python floats and lists become float32 (ints stay int64) unless `dtype` says otherwise;
+    numpy arrays keep their dtype."""
     if isinstance(data, Tensor):
         arr = data.data
     elif isinstance(data, np.ndarray):
         arr = data
     else:
         arr = np.asarray(data)
-        if arr.dtype == np.float64 and not isinstance(data, np.generic):
+        # only without an explicit dtype: rounding through float32 would lose float64 precision
+        if dtype is None and arr.dtype == np.float64 and not isinstance(data, np.generic):
             arr = arr.astype(np.float32)
     if dtype is not None and arr.dtype != np.dtype(dtype):
         arr = arr.astype(dtype)
@@ -238,7 +240,9 @@ class Tensor:
     def clamp(self, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
-        return _E.Clamp.apply(self, lo=min, hi=max)
+        # numpy scalars become Python numbers so a float64 bound cannot widen a float32 tensor
+        lo, hi = (b.item() if isinstance(b, np.generic) else b for b in (min, max))
+        return _E.Clamp.apply(self, lo=lo, hi=hi)
 
     clip = clamp
 
@@ -331,6 +335,8 @@ class Tensor:
         shape = _shape_arg(shape)
         # -1 keeps that dimension, as in PyTorch
         lead = len(shape) - self.ndim
+        if -1 in shape[:max(lead, 0)]:
+            raise ValueError(f"expand: -1 is not allowed in a new leading dimension (shape {shape})")
         shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
         return _V.Expand.apply(self, shape=shape)
 
@@ -359,6 +365,7 @@ class Tensor:
             if split_size_or_sections <= 0:
                 raise ValueError(f"split: split_size must be positive, got {split_size_or_sections}")
             sizes = [min(split_size_or_sections, n - i) for i in range(0, n, split_size_or_sections)]
+            sizes = sizes or [0]  # an empty dim is one empty piece, as in PyTorch: cat(x.split(k)) == x
         else:
             sizes = list(split_size_or_sections)
             if sum(sizes) != n:
@@ -468,7 +475,9 @@ def _index_arg(index):
     if isinstance(index, Tensor):
         return index.data
     if isinstance(index, list):
-        return np.asarray(index)
+        arr = np.asarray(index)
+        # an empty list is float64 to asarray, but indexes as integers (x[[]] is empty)
+        return arr.astype(np.intp) if arr.size == 0 else arr
     return index
 
 

@@ -66,6 +66,8 @@ class PowScalar(Function):
 
     def backward(self, g):
         a, p = self.saved
+        if p == 0:  # x ** 0 is constant; p * a ** (p - 1) would be 0 * inf = NaN at a = 0
+            return np.zeros_like(g)
         if p == 2:
             return g * (2 * a)
         return g * (p * a ** (p - 1))
@@ -83,7 +85,9 @@ class Pow(Function):
     def backward(self, g):
         a, b, out = self.saved
         need_a, need_b = self.needs_input_grad
-        return ((g * b * a ** (b - 1)) if need_a else None), ((g * out * np.log(a)) if need_b else None)
+        # a may be a Python number (2 ** x): np.log would make it a float64 scalar and widen g
+        log_a = np.log(a, dtype=out.dtype) if need_b else None
+        return ((g * b * a ** (b - 1)) if need_a else None), ((g * out * log_a) if need_b else None)
 
 
 class Exp(Function):

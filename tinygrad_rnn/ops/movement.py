@@ -1,7 +1,7 @@
 """Ops that move or select elements without arithmetic. Most forwards return numpy views."""
 import numpy as np
 
-from ..autograd import Function, check_same_dtype
+from ..autograd import Function, SliceGrad, check_same_dtype
 
 
 class Reshape(Function):
@@ -15,9 +15,10 @@ class Reshape(Function):
 
 class Permute(Function):
     def forward(self, a, dims):
-        if sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
+        norm = tuple(d + a.ndim if d < 0 else d for d in dims)
+        if sorted(norm) != list(range(a.ndim)):
             raise ValueError(f"dims {dims} are not a permutation of the {a.ndim} axes")
-        self.saved = dims
+        self.saved = norm  # backward inverts with argsort, which needs non-negative axes
         return a.transpose(dims)
 
     def backward(self, g):
@@ -42,8 +43,9 @@ def _is_basic(index) -> bool:
 
 
 class GetItem(Function):
-    """x[index]. Basic indices give a view and the gradient is written into a zero array;
-    integer-array (or boolean) indices may repeat an element, so backward scatter-adds."""
+    """x[index]. The gradient is zero outside the selected elements, so backward returns a
+    `SliceGrad` and the engine adds it into x's gradient in place: integer-array (or boolean)
+    indices may pick an element twice, and both picks count."""
 
     def forward(self, a, index):
         self.saved = (a.shape, a.dtype, index)
@@ -51,12 +53,7 @@ class GetItem(Function):
 
     def backward(self, g):
         shape, dtype, index = self.saved
-        out = np.zeros(shape, dtype=dtype)
-        if _is_basic(index):
-            out[index] = g
-        else:
-            np.add.at(out, index, g)
-        return out
+        return SliceGrad(shape, dtype, index, g, _is_basic(index))
 
 
 class Cat(Function):

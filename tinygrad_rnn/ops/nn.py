@@ -9,11 +9,15 @@ from ..kernels import K
 
 def _rows(x, dim):
     """x with `dim` moved last, as C-contiguous (rows, n); plus what is needed to undo it."""
+    if x.ndim == 0:  # one row of one class, as PyTorch treats a 0-d input
+        return x.reshape(1, 1), ()
     moved = np.moveaxis(x, dim, -1)
-    return np.ascontiguousarray(moved).reshape(-1, x.shape[dim] if x.ndim else 1), moved.shape
+    return np.ascontiguousarray(moved).reshape(-1, x.shape[dim]), moved.shape
 
 
 def _unrows(rows, moved_shape, dim):
+    if moved_shape == ():
+        return rows.reshape(())
     return np.moveaxis(rows.reshape(moved_shape), -1, dim)
 
 
@@ -106,5 +110,5 @@ class Embedding(Function):
 
     def backward(self, g):
         flat, num = self.saved
-        g2 = np.ascontiguousarray(g).reshape(len(flat), -1)
+        g2 = np.ascontiguousarray(g).reshape(len(flat), g.shape[-1])  # -1 fails on empty g
         return K.scatter_add_rows(g2, flat, num), None

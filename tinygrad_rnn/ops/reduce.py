@@ -89,7 +89,7 @@ class Max(Function):
     sign = 1
 
     def forward(self, a, dims, keepdim):
-        if any(a.shape[d] == 0 for d in dims) or a.size == 0:
+        if any(a.shape[d] == 0 for d in dims):
             raise ValueError(f"cannot reduce over an empty dimension (shape {a.shape}, dims {dims})")
         rows, perm = _as_rows(a if self.sign == 1 else -a, dims)
         vals, idx = K.max_lastdim(rows)
