@@ -461,3 +461,16 @@ def test_reading_a_sequence_step_by_step_gets_every_slice_gradient():
         h = (h + x[t]).tanh()
     h.sum().backward()
     assert x.grad.shape == (50, 2, 3) and np.all(x.grad.data != 0)
+
+
+class _NanGrad(Function):
+    def forward(self, a):
+        return a * 1.0
+
+    def backward(self, g):
+        return g * np.nan
+
+
+def test_gradcheck_fails_on_nan_gradients():
+    with pytest.raises(tg.GradcheckError, match="analytic nan"):
+        tg.gradcheck(lambda a: _NanGrad.apply(a), (f64([1.0, 2.0]),))

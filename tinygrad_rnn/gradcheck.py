@@ -64,7 +64,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         analytic = _analytic(fn, inputs, wrt, v, sizes)
         for (i, t), a_grad, n_all in zip(wrt, analytic, numeric):
             n_grad = n_all[row]
-            bad = np.abs(a_grad - n_grad) > atol + rtol * np.abs(n_grad)
+            # written as `not <=` so a NaN on either side counts as a failure
+            bad = ~(np.abs(a_grad - n_grad) <= atol + rtol * np.abs(n_grad))
             if bad.any():
                 j = int(np.argmax(bad.reshape(-1)))
                 elem = tuple(int(k) for k in np.unravel_index(j, t.shape)) if t.ndim else ()
