@@ -69,7 +69,7 @@ def main(argv=None):
 
     def step(x_ids, h):
         # a one-hot input times W_xh is a row gather: embedding() is the same math, cheaper
-        return (F.embedding(W_xh, x_ids) + h @ W_hh + b_h).tanh()
+        return (F.embedding(x_ids, W_xh) + h @ W_hh + b_h).tanh()
 
     h = tg.zeros(args.batch_size, H)
     data = batches(ids, args.batch_size, args.seq_len)

@@ -565,7 +565,7 @@ OPS = [
     op("cross_entropy_C", tg_cross_entropy, np_cross_entropy, shapes=cross_entropy_case("(C,)")),
     op("cross_entropy_NC", tg_cross_entropy, np_cross_entropy, shapes=cross_entropy_case("(N,C)")),
     op("cross_entropy_NCd", tg_cross_entropy, np_cross_entropy, shapes=cross_entropy_case("(N,C,d)")),
-    op("embedding", lambda w, indices: F.embedding(w, indices), lambda w, indices: w[indices],
+    op("embedding", lambda w, indices: F.embedding(indices, w), lambda w, indices: w[indices],
        shapes=embedding_case()),
     op("one_hot_matmul", lambda w, indices: F.one_hot(indices, w.shape[0], dtype=w.dtype) @ w,
        lambda w, indices: np.eye(w.shape[0])[indices] @ w, shapes=one_hot_case()),
@@ -836,9 +836,9 @@ def test_cross_entropy_rejects_bad_targets_and_reductions():
 def test_embedding_out_of_range_index(bad):
     w = Tensor(np.ones((3, 2)), requires_grad=True)
     with pytest.raises((IndexError, ValueError), match=rf"index {bad}\b"):
-        F.embedding(w, np.array([0, bad, 1]))
+        F.embedding(np.array([0, bad, 1]), w)
     with pytest.raises((TypeError, ValueError), match="integer"):
-        F.embedding(w, np.array([0.0]))
+        F.embedding(np.array([0.0]), w)
 
 
 def test_one_hot_values_and_errors():
@@ -875,7 +875,7 @@ def test_repeated_indices_accumulate():
     (m[:, np.array([1, 1])] * 2).sum().backward()
     np.testing.assert_array_equal(m.grad.numpy(), [[0, 4, 0], [0, 4, 0]])
     w = Tensor(np.ones((3, 2)), requires_grad=True)
-    F.embedding(w, np.array([[2, 2], [2, 0]])).sum().backward()
+    F.embedding(np.array([[2, 2], [2, 0]]), w).sum().backward()
     np.testing.assert_array_equal(w.grad.numpy(), [[1, 1], [0, 0], [3, 3]])
 
 

@@ -52,6 +52,6 @@ from .functional import (  # noqa: F401
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from .kernels import get_backend, set_backend  # noqa: F401
 from .rng import manual_seed  # noqa: F401
-from . import nn  # noqa: F401
+from . import nn, optim  # noqa: F401
 
 __version__ = "0.1.0"

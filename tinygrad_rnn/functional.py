@@ -70,17 +70,22 @@ def log_softmax(x, dim=-1): return _as_tensor(x).log_softmax(dim)
 def matmul(a, b): return _as_tensor(a) @ b
 
 
-def cross_entropy(logits: Tensor, target, reduction: str = "mean", ignore_index: int = -100) -> Tensor:
-    """Mean (or sum, or per-element) of -log softmax(logits)[target], as one fused, stable op.
+def cross_entropy(input: Tensor, target, *, reduction: str = "mean", ignore_index: int = -100) -> Tensor:
+    """Mean (or sum, or per-element) of -log softmax(input)[target], as one fused, stable op.
 
-    `target` holds integer class indices; logits are (N, C), (C,) or (N, C, d1, ...)."""
+    `target` holds integer class indices; `input` (logits) is (N, C), (C,) or (N, C, d1, ...).
+    `reduction` and `ignore_index` are keyword-only: PyTorch's third positional argument is a
+    class-weight tensor, which this op does not take."""
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
-    return _N.CrossEntropy.apply(logits, targets=t, reduction=reduction, ignore_index=ignore_index)
+    return _N.CrossEntropy.apply(input, targets=t, reduction=reduction, ignore_index=ignore_index)
 
 
-def embedding(weight: Tensor, indices) -> Tensor:
-    """Rows of `weight` picked by integer `indices` (any shape): out shape indices.shape + (dim,)."""
-    return _N.Embedding.apply(weight, indices)
+def embedding(input, weight: Tensor) -> Tensor:
+    """Rows of `weight` picked by the integer `input` (any shape): shape input.shape + (dim,).
+
+    PyTorch's argument order (indices first). Same math as one_hot(input) @ weight, without
+    building the one-hot matrix; backward scatter-adds, so a row picked twice gets both grads."""
+    return _N.Embedding.apply(weight, input)
 
 
 def one_hot(indices, num_classes: int = -1, dtype=np.float32) -> Tensor:

@@ -52,7 +52,7 @@ class Embedding(Module):
         init.normal_(self.weight)
 
     def forward(self, indices):
-        return F.embedding(self.weight, indices)
+        return F.embedding(indices, self.weight)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
