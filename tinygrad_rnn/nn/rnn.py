@@ -74,6 +74,13 @@ def _check_activation(nonlinearity):
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'; choose one of {sorted(_ACTIVATIONS)}")
 
 
+def _init_uniform(module) -> None:
+    """PyTorch's recurrent init: every weight and bias from U(-1/sqrt(H), 1/sqrt(H))."""
+    bound = 1 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else 0
+    for p in module.parameters():
+        init.uniform_(p, -bound, bound)
+
+
 # ----------------------------------------------------------------------------- cells
 class _CellBase(Module):
     _gates = 1
@@ -90,9 +97,7 @@ class _CellBase(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = 1 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for p in self.parameters():
-            init.uniform_(p, -bound, bound)
+        _init_uniform(self)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -215,9 +220,7 @@ class _RNNBase(Module):
         return ("", "_reverse") if self.bidirectional else ("",)
 
     def reset_parameters(self) -> None:
-        bound = 1 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for p in self.parameters():
-            init.uniform_(p, -bound, bound)
+        _init_uniform(self)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
