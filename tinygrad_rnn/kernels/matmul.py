@@ -1,13 +1,40 @@
 """Matrix products: the fast path is BLAS, the loop kernels are for study and comparison.
 
-Measured on the 2-core dev machine (benchmarks/overhead.py): OpenBLAS through `np.matmul`
-runs 2-4x faster than the best of the numba loop kernels below at every shape the RNN uses
-(32x256x256 up to 2048^3), so `matmul` is bound to BLAS on both backends. The loop kernels
-show the three products backprop needs, written so numba vectorises the inner loop:
+`matmul` is bound to numpy's BLAS on both backends: OpenBLAS is 1.4-3.9x faster than the loop
+kernels below at the RNN's shapes (the one exception, the unsteady small A^T @ dC, is noted
+below), and numba-parallel kernels mixed with BLAS in one training step would set off the
+thread-pool fight described at the end. The loop kernels show the three products backprop needs, each
+written so numba vectorises the innermost loop over contiguous memory:
 
     forward   C  = A  @ B     (i, k, j) order: the inner loop walks a row of B and of C
     dA        dA = dC @ B^T   (i, j, k) order: a dot product of two contiguous rows
     dB        dB = A^T @ dC   (k, i, j) order: a rank-1 update per row of A
+
+Measured on the 2-core dev machine, float32 GFLOP/s, machine otherwise idle. Loop kernels:
+alone in a process that never called BLAS (serial = the same code without parallel=True).
+OpenBLAS: table (c) of benchmarks/overhead.py over three runs; at 32x256x256 it varies run to
+run (A^T @ dC is the unsteady one, 27-115, where the loop kernel sometimes wins):
+
+                     32x256x256       512^3            2048^3
+    OpenBLAS         27-149           178-197          198-206
+    matmul_loop      65 (serial 40)   63 (serial 33)   66 (serial 34)
+    matmul_nt_loop   63 (serial 34)   72 (serial 36)   55 (serial 29)
+    matmul_tn_loop   61 (serial 36)   76 (serial 37)   61 (serial 28)
+
+- `matmul_nt_loop` was a float64-accumulated dot product; a float sum is a serial chain LLVM
+  may not reorder, so it ran at 4.8-5.4 GFLOP/s (2.4 at 2048^3). With fastmath "reassoc" (and
+  nothing else) and an accumulator of the inputs' dtype, as BLAS has, it vectorises: 12-23x.
+- `matmul_loop` walks B in blocks of 64 rows so a block stays in L2 while every row of A
+  passes: 66 vs 56 GFLOP/s at 2048^3, no change at the small shapes. A block written with
+  `for j in range(j0, j1)` and `C[i, j]` does not vectorise (5 GFLOP/s): the inner loop here
+  runs from 0 over row views.
+- fastmath "contract" (FMA) changed nothing measurable: the (i, k, j) loops are bound by a
+  load and a store of C per multiply-add, not by arithmetic.
+- `parallel=True` pays 1.6-2.1x on the two idle cores (each thread owns whole output rows),
+  so the study kernels keep it. Never interleave them with BLAS calls: OpenBLAS's and numba's
+  worker threads spin after each call and starve each other, ~8000 µs per (BLAS matmul, loop
+  kernel) pair at 32x256x256 against ~40 + ~100 µs apart (table (c') of the benchmark). For the
+  same reason a parallel region stalls whenever another process keeps a core busy.
 """
 import numpy as np
 from numba import njit, prange
@@ -25,16 +52,24 @@ def matmul_loop_ref(a, b):
     return a @ b
 
 
+# rows of B per block: a 64-row block of B stays in L2 (512 KiB at 2048 float32 columns)
+# while every row of A passes over it; +17% at 2048^3, no change at 32x256x256
+_KBLOCK = 64
+
+
 @njit(cache=True, parallel=True)
 def matmul_loop(a, b):
     n, k = a.shape
     m = b.shape[1]
     out = np.zeros((n, m), dtype=a.dtype)
-    for i in prange(n):
-        for p in range(k):
-            aip = a[i, p]
-            for j in range(m):
-                out[i, j] += aip * b[p, j]
+    for p0 in range(0, k, _KBLOCK):
+        for i in prange(n):
+            orow = out[i]
+            for p in range(p0, min(p0 + _KBLOCK, k)):
+                aip = a[i, p]
+                brow = b[p]
+                for j in range(m):
+                    orow[j] += aip * brow[j]
     return out
 
 
@@ -42,16 +77,21 @@ def matmul_nt_loop_ref(g, b):
     return g @ b.T
 
 
-@njit(cache=True, parallel=True)
+# reassoc lets LLVM split the dot product over SIMD lanes: without it the sum is one
+# serial chain of adds and the kernel ran at 2.4-5 GFLOP/s. It reorders the float sums only
+# (BLAS fixes no order either); the accumulator has the inputs' dtype, as in BLAS.
+@njit(cache=True, parallel=True, fastmath={"reassoc"})
 def matmul_nt_loop(g, b):
     n, m = g.shape
     k = b.shape[0]
     out = np.empty((n, k), dtype=g.dtype)
     for i in prange(n):
+        grow = g[i]
         for p in range(k):
-            acc = 0.0  # accumulates in float64 even for float32 inputs
+            brow = b[p]
+            acc = out.dtype.type(0)
             for j in range(m):
-                acc += g[i, j] * b[p, j]
+                acc += grow[j] * brow[j]
             out[i, p] = acc
     return out
 
