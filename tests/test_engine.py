@@ -474,3 +474,11 @@ class _NanGrad(Function):
 def test_gradcheck_fails_on_nan_gradients():
     with pytest.raises(tg.GradcheckError, match="analytic nan"):
         tg.gradcheck(lambda a: _NanGrad.apply(a), (f64([1.0, 2.0]),))
+
+
+def test_logsumexp_of_an_all_minus_inf_row_has_zero_gradient():
+    x = f64([[-np.inf, -np.inf], [0.0, 1.0]])
+    y = x.logsumexp(1)
+    assert y.data[0] == -np.inf
+    y.sum().backward()
+    assert np.isfinite(x.grad.data).all() and x.grad.data[0].tolist() == [0.0, 0.0]

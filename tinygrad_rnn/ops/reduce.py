@@ -80,7 +80,9 @@ class LogSumExp(Function):
     def backward(self, g):
         a, dims, out = self.saved
         kept = _kept_shape(a.shape, dims)
-        return g.reshape(kept) * np.exp(a - out.reshape(kept))  # g * softmax(a) over dims
+        # an all -inf row has lse -inf; shifting by 0 there gives exp(-inf) = 0, not -inf - -inf = NaN
+        shift = np.where(np.isneginf(out), 0, out).reshape(kept)
+        return g.reshape(kept) * np.exp(a - shift)  # g * softmax(a) over dims
 
 
 class Max(Function):
