@@ -1,0 +1,15 @@
+"""The speed benchmark keeps running: `benchmarks/charlm_step.py --quick` exits 0 and prints its
+table. Nothing about speed is asserted; timings depend on the machine and its load."""
+import os
+import subprocess
+import sys
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "charlm_step.py")
+
+
+def test_charlm_step_quick_runs_and_prints_a_table():
+    res = subprocess.run([sys.executable, BENCH, "--quick"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    table = [line for line in res.stdout.splitlines() if "tokens/s" in line or "tinygrad_rnn (" in line]
+    assert any("tokens/s" in line for line in table), res.stdout
+    assert any(line.lstrip().startswith("tinygrad_rnn") for line in table), res.stdout
