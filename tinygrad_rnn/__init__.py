@@ -53,5 +53,6 @@ from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from .kernels import get_backend, set_backend  # noqa: F401
 from .rng import manual_seed  # noqa: F401
 from . import nn, optim  # noqa: F401
+from . import debug  # noqa: F401  (TINYGRAD_RNN_DEBUG=1 profiles the process from here on)
 
 __version__ = "0.1.0"

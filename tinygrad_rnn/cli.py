@@ -1,4 +1,5 @@
-"""`tinygrad-rnn train | eval | sample`: the char-RNN language model from the command line."""
+"""`tinygrad-rnn train | eval | sample`: the char-RNN language model from the command line;
+`graph | viz hidden | gradcheck | profile`: the study instruments (viz.py, debug.py)."""
 from __future__ import annotations
 
 import argparse
@@ -134,12 +135,124 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _add_graph(sub):
+    p = sub.add_parser("graph", help="draw the graph of an RNNCell unrolled a few steps, plus a loss (Graphviz)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="rnn")
+    p.add_argument("--input", type=int, default=3, help="input size (also the head's output size)")
+    p.add_argument("--hidden", type=int, default=4)
+    p.add_argument("--out", default=".", help="directory for rnn_graph.dot (and .svg/.png)")
+    p.add_argument("--format", choices=["svg", "png"], default="svg")
+    p.set_defaults(func=cmd_graph)
+
+
+def cmd_graph(args) -> int:
+    import pathlib
+
+    from . import viz
+
+    loss, params = viz.unrolled_cell_loss(args.steps, args.cell, args.input, args.hidden)
+    g = viz.collect_graph(loss, params)
+    dot, rendered = viz.write_graph(loss, pathlib.Path(args.out) / f"{args.cell}_graph.dot", params,
+                                    fmt=args.format)
+    print(f"{args.steps} steps of {args.cell}: {g.count('op')} op nodes, {g.count('leaf')} parameters, "
+          f"{g.count('const')} inputs, {len(g.edges)} edges; weight_hh feeds {g.uses('weight_hh')} ops "
+          f"(one node, shared by every step)")
+    print(f"wrote {dot}")
+    if rendered is not None:
+        print(f"wrote {rendered}")
+    else:
+        print(viz.GRAPHVIZ_HINT.format(dot=dot, svg=dot.with_suffix("." + args.format)))
+    return 0
+
+
+def _add_viz(sub):
+    p = sub.add_parser("viz", help="plots of a trained model")
+    vsub = p.add_subparsers(dest="plot", required=True)
+    h = vsub.add_parser("hidden", help="heat map of the hidden units over a text (units x characters)")
+    h.add_argument("--checkpoint", required=True)
+    h.add_argument("--text", required=True)
+    h.add_argument("--out", default="hidden.png")
+    h.add_argument("--units", type=int, default=None,
+                   help="draw this many units, spread evenly from slowest- to fastest-changing (default all)")
+    h.set_defaults(func=cmd_viz_hidden)
+
+
+def cmd_viz_hidden(args) -> int:
+    from . import viz
+
+    model, vocab, _ = charlm.load_model(args.checkpoint)
+    act = viz.hidden_heatmap(model, vocab, args.text, args.out, args.units)
+    slow, fast = act.order[0], act.order[-1]
+    print(f"wrote {args.out}: {len(act.shown)} of {act.states.shape[1]} units over {len(args.text)} characters; "
+          f"mean |h_t - h_(t-1)| from {act.speed[slow]:.4f} (unit {slow}) to {act.speed[fast]:.4f} (unit {fast})")
+    return 0
+
+
+def _add_gradcheck(sub):
+    p = sub.add_parser("gradcheck", help="finite-difference check of every op and the unrolled RNN/LSTM/GRU cells")
+    p.add_argument("--op", default=None, help="only ops whose name matches this shell pattern, e.g. 'matmul*'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--examples", type=int, default=5, help="random shapes and values drawn per op")
+    p.add_argument("--backend", choices=["numba", "numpy"], default=None)
+    p.set_defaults(func=cmd_gradcheck)
+
+
+def cmd_gradcheck(args) -> int:
+    from . import debug
+    from .kernels import set_backend
+
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        print("error: gradcheck draws shapes with hypothesis: pip install hypothesis "
+              "(or pip install -e '.[test]')", file=sys.stderr)
+        return 2
+    if args.backend:
+        set_backend(args.backend)
+    results = debug.check_gradients(args.op, seed=args.seed, examples=args.examples)
+    print(debug.format_checks(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _add_profile(sub):
+    p = sub.add_parser("profile", help="time every op type over a few char-RNN training steps")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1, help="unprofiled steps first (numba compiles on first use)")
+    p.add_argument("--cell", choices=sorted(charlm.CELLS), default="rnn")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--corpus", default=None)
+    p.add_argument("--top", type=int, default=None, help="show only the N most expensive ops")
+    p.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(args) -> int:
+    from . import debug
+
+    cfg = dict(corpus=args.corpus, cell=args.cell, hidden=args.hidden, seq_len=args.seq_len,
+               batch_size=args.batch_size, eval_every=0, out=None)
+    if args.warmup:
+        charlm.train(charlm.TrainConfig(steps=args.warmup, **cfg), log=lambda m: None)
+    with debug.profile() as prof:
+        res = charlm.train(charlm.TrainConfig(steps=args.steps, **cfg), log=lambda m: None)
+    print(f"{res['steps']} training steps of a {args.cell} char-RNN (hidden {args.hidden}, batch "
+          f"{args.batch_size}, {args.seq_len}-step BPTT), {res['tokens_per_s']:,.0f} tokens/s while profiled\n")
+    print(prof.table(args.top))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="tinygrad-rnn", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
     _add_sample(sub)
+    _add_graph(sub)
+    _add_viz(sub)
+    _add_gradcheck(sub)
+    _add_profile(sub)
     args = ap.parse_args(argv)
     try:
         return args.func(args)
