@@ -482,3 +482,37 @@ def test_logsumexp_of_an_all_minus_inf_row_has_zero_gradient():
     assert y.data[0] == -np.inf
     y.sum().backward()
     assert np.isfinite(x.grad.data).all() and x.grad.data[0].tolist() == [0.0, 0.0]
+
+
+def test_weight_gradients_summed_in_one_product_equal_the_per_step_sum(monkeypatch):
+    """A weight used in many matmuls gets its per-use products a.T @ g evaluated together
+    (autograd.OuterGrad); with a small row budget the engine also flushes them in batches."""
+    from tinygrad_rnn import autograd
+
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((5, 5)) * 0.3
+    xs = [rng.standard_normal((3, 5)) for _ in range(40)]
+    for rows in (autograd._OUTER_ROWS, 7):  # 7 rows: a flush after every third product
+        monkeypatch.setattr(autograd, "_OUTER_ROWS", rows)
+        w = f64(w0)
+        h, hs = f64(np.zeros((3, 5)), requires_grad=False), []
+        for x in xs:
+            h = (x + h @ w).tanh()
+            hs.append(h)
+        tg.stack(hs).sum().backward()
+        # the same gradient by hand: per-step products summed one by one
+        states, dh, expect = [np.zeros((3, 5))], np.zeros((3, 5)), np.zeros((5, 5))
+        for x in xs:
+            states.append(np.tanh(x + states[-1] @ w0))
+        for t in reversed(range(len(xs))):
+            da = (dh + 1) * (1 - states[t + 1] ** 2)
+            expect += states[t].T @ da
+            dh = da @ w0.T
+        np.testing.assert_allclose(w.grad.data, expect, rtol=1e-12, atol=1e-12)
+
+
+def test_anomaly_mode_sees_nan_in_a_deferred_weight_gradient():
+    w = f64(np.ones((2, 2)))
+    y = f64(np.ones((1, 2)), requires_grad=False) @ w
+    with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match="MatMulBackward"):
+        y.backward(np.array([[np.nan, 1.0]]))

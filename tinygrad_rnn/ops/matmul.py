@@ -3,7 +3,7 @@ batch dimensions. A 1-D operand is treated as a row (left) or a column (right) a
 dimension is dropped from the result; backward puts it back, multiplies, and drops it again."""
 import numpy as np
 
-from ..autograd import Function, check_same_dtype
+from ..autograd import Function, OuterGrad, check_same_dtype
 from ..kernels import K
 
 
@@ -21,7 +21,9 @@ class MatMul(Function):
         a, b = self.saved
         need_a, need_b = self.needs_input_grad
         if a.ndim == 2 and b.ndim == 2:  # the common case, without the 1-D bookkeeping
-            return (K.matmul(g, b.T) if need_a else None), (K.matmul(a.T, g) if need_b else None)
+            # b's gradient a.T @ g is left to the engine, which sums a weight's per-step
+            # products in one GEMM (autograd.OuterGrad)
+            return (K.matmul(g, b.T) if need_a else None), (OuterGrad(a, g) if need_b else None)
         # restore the dropped unit dimensions: (..., n, m) with n = 1 for a 1-D a, m = 1 for a 1-D b
         if b.ndim == 1:
             g = g[..., None]

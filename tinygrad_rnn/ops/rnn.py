@@ -1,0 +1,62 @@
+"""One Elman RNN step as a single graph node: h' = act(x W_ih^T + h W_hh^T + (b_ih + b_hh)).
+
+The same step written with generic ops (`nn.rnn._rnn_step_unfused`: two matmuls, two adds, the
+activation, plus the transposes and the bias sum) records about nine nodes per time step, and at
+small hidden sizes the per-node cost, not arithmetic, decides the speed of a char-RNN. This op
+does the identical arithmetic in the identical order, so its forward values equal the unfused
+path bit for bit; its backward is the chain rule of those same ops (tests/test_rnn.py checks it
+against the unfused graph, finite differences and a hand-written BPTT). It is still one step:
+BPTT over a sequence still emerges from the graph that a loop over time records.
+"""
+import numpy as np
+
+from ..autograd import Function, OuterGrad, check_same_dtype
+from ..kernels import K
+
+
+def _tanh(a):
+    return np.tanh(a, out=a)  # numpy's SIMD tanh, as the Tanh op uses
+
+
+def _relu(a):
+    return np.maximum(a, 0, out=a)
+
+
+def _sigmoid(a):
+    return K.sigmoid(a)
+
+
+# activation -> (forward on the pre-activation, name of the kernel giving dL/dpre from (g, out))
+ACTIVATIONS = {"tanh": (_tanh, "tanh_backward"), "relu": (_relu, "relu_backward"),
+               "sigmoid": (_sigmoid, "sigmoid_backward")}
+
+
+class RNNCellStep(Function):
+    """Inputs x (B, I), h (B, H), w_ih (H, I), w_hh (H, H), b_ih and b_hh (H,) or both None."""
+
+    def forward(self, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+        check_same_dtype("rnn_cell", x, h, w_ih, w_hh, *(b for b in (b_ih, b_hh) if b is not None))
+        if x.ndim != 2 or h.ndim != 2 or x.shape[0] != h.shape[0] or w_ih.shape != (h.shape[1], x.shape[1]) \
+                or w_hh.shape != (h.shape[1], h.shape[1]):
+            raise ValueError(f"expected x (B, I), h (B, H), w_ih (H, I), w_hh (H, H); got x {x.shape}, "
+                             f"h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
+        act, grad_kernel = ACTIVATIONS[nonlinearity]
+        pre = K.matmul(x, w_ih.T)
+        pre += K.matmul(h, w_hh.T)
+        if b_ih is not None:
+            pre += b_ih + b_hh
+        out = act(pre)
+        self.saved = (x, h, w_ih, w_hh, out, grad_kernel)
+        return out
+
+    def backward(self, g):
+        x, h, w_ih, w_hh, out, grad_kernel = self.saved
+        need_x, need_h, need_w_ih, need_w_hh, need_b_ih, need_b_hh = self.needs_input_grad
+        d_pre = getattr(K, grad_kernel)(g, out)
+        d_b = d_pre.sum(axis=0) if need_b_ih or need_b_hh else None
+        return (K.matmul(d_pre, w_ih) if need_x else None,
+                K.matmul(d_pre, w_hh) if need_h else None,
+                OuterGrad(d_pre, x) if need_w_ih else None,  # d_pre.T @ x, summed over steps by the engine
+                OuterGrad(d_pre, h) if need_w_hh else None,
+                d_b if need_b_ih else None,
+                d_b if need_b_hh else None)
