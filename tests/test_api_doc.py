@@ -21,7 +21,6 @@ import inspect
 import io
 import pathlib
 import re
-import textwrap
 import types
 
 import pytest
@@ -79,27 +78,31 @@ def public_names(modname: str) -> list[str]:
     return out
 
 
-def _project_function(obj):
-    """The Python function whose parameters a call of `obj` takes, if the project wrote it."""
-    fn = obj.__init__ if inspect.isclass(obj) else obj
-    if inspect.isfunction(fn) and fn.__module__.startswith("tinygrad_rnn"):
-        return fn
-    return None
+def _definition(obj):
+    """(source, AST node) of a project function or class, found by its qualified name in its
+    module's file. Not by line number: other engineers edit these files while tests run, and
+    a line number recorded at import would then point at someone else's code."""
+    path = pathlib.Path(importlib.import_module(obj.__module__).__file__)
+    src = path.read_text(encoding="utf-8")
+    node = ast.parse(src)
+    for part in obj.__qualname__.split("."):
+        node = next(n for n in node.body
+                    if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
+    return src, node
 
 
 def signature_text(obj) -> str | None:
     """`(a, b=1e-6, *, c=np.float32)`: the parameters as the source writes them, annotations
     and `self` dropped; None where the project wrote no signature (exceptions, `Function`)."""
     if dataclasses.is_dataclass(obj):  # its __init__ is generated: read the fields instead
-        src = textwrap.dedent(inspect.getsource(obj))
-        fields = [n for n in ast.parse(src).body[0].body if isinstance(n, ast.AnnAssign)]
+        src, node = _definition(obj)
+        fields = [n for n in node.body if isinstance(n, ast.AnnAssign)]
         return "(" + ", ".join(f.target.id + ("" if f.value is None else f"={ast.get_source_segment(src, f.value)}")
                                for f in fields) + ")"
-    fn = _project_function(obj)
-    if fn is None:
+    fn = obj.__init__ if inspect.isclass(obj) else obj
+    if not (inspect.isfunction(fn) and fn.__module__.startswith("tinygrad_rnn")):
         return None
-    src = textwrap.dedent(inspect.getsource(fn))
-    node = ast.parse(src).body[0]
+    src, node = _definition(fn)
     a = node.args
     seg = lambda n: ast.get_source_segment(src, n)  # noqa: E731
     positional = a.posonlyargs + a.args
