@@ -16,6 +16,8 @@ contains the kernels it called, which the kernel column shows apart. Kernels a F
 not call are listed under "(backward engine)" (the walk's own work, e.g. batched weight
 gradients) or "(no op)" (the optimizer, say). Ops whose class is defined after the profile
 starts are counted forward only; a `set_backend` call inside a profile stops kernel timing.
+The bookkeeping is process-wide and meant for one thread. Starting a profile loads the kernels
+(and numba), so under TINYGRAD_RNN_DEBUG=1 `import tinygrad_rnn` does too.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ class OpStats:
 
     @property
     def total_s(self) -> float:
-        return self.forward_s + self.backward_s
+        # an op's kernels run inside its forward/backward; the engine's rows only have kernels
+        return self.forward_s + self.backward_s if self.calls or self.backward_calls else self.kernel_s
 
 
 class profile:
