@@ -199,12 +199,12 @@ def _add_gradcheck(sub):
 
 
 def cmd_gradcheck(args) -> int:
+    import importlib.util
+
     from . import debug
     from .kernels import set_backend
 
-    try:
-        import hypothesis  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("hypothesis") is None:
         print("error: gradcheck draws shapes with hypothesis: pip install hypothesis "
               "(or pip install -e '.[test]')", file=sys.stderr)
         return 2

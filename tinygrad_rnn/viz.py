@@ -88,7 +88,7 @@ def collect_graph(tensor: Tensor, params=None) -> Graph:
         graph.nodes.append(node)
         return nid, True
 
-    root_id, _ = node_for(tensor)
+    node_for(tensor)
     graph.nodes[0].is_root = True
     stack = [tensor]
     while stack:
