@@ -8,9 +8,13 @@ BPTT is not written anywhere: `nn.RNN`/`nn.LSTM`/`nn.GRU` loop a cell over time 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import pathlib
+import signal
+import threading
 import time
 
 import numpy as np
@@ -201,14 +205,15 @@ def beam_search(model: CharRNN, vocab: Vocab, prime: str, length: int, beam: int
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path, model, opt, cfg: TrainConfig, vocab: Vocab, step: int, position, state, history):
+def save_checkpoint(path, model, opt, cfg: TrainConfig, vocab: Vocab, step: int, position, state, history,
+                    corpus_sha256: str | None = None):
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt_arrays, opt_meta = _split_optimizer_state(opt.state_dict())
     arrays.update(opt_arrays)
     arrays.update(_state_arrays(state))
     meta = {"config": dataclasses.asdict(cfg), "vocab": vocab.to_dict(), "step": step,
             "position": list(position), "rng": rng.get_state(), "optimizer": opt_meta,
-            "history": history}
+            "history": history, "corpus_sha256": corpus_sha256}
     return checkpoint.save(path, arrays, meta)
 
 
@@ -235,19 +240,263 @@ def _join_optimizer_state(arrays: dict, meta: dict) -> dict:
     return {"param_groups": meta["param_groups"], "state": state}
 
 
-def load_model(path) -> tuple[CharRNN, Vocab, dict]:
-    """A trained model, its vocabulary and the checkpoint's metadata."""
+# What a checkpoint's JSON may hold. Nothing in it is ever imported, called or evaluated, but
+# a value of the wrong kind (a dict where a layer count belongs, a cell name we do not have)
+# would otherwise surface steps later as a confusing crash, so each one is checked on load.
+_JSON_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+_CHOICES = {"cell": tuple(CELLS), "level": ("char", "word"), "optimizer": ("sgd", "adagrad", "rmsprop", "adam"),
+            "sampling": ("sequential", "random")}
+_AT_LEAST = {"hidden": 1, "layers": 1, "seq_len": 1, "batch_size": 1, "max_vocab": 1, "embedding": 0, "lr": 0,
+             "steps": 0, "eval_every": 0, "sample_every": 0, "sample_len": 0, "clip_norm": 0, "clip_value": 0,
+             "epochs": 0}
+
+
+def _is_kind(value, annotation: str) -> bool:
+    kinds = [_JSON_KINDS.get(part.strip()) for part in annotation.split("|")]
+    if any(k is None for k in kinds):
+        return True  # a field type this check does not know; the code using it will judge
+    kinds = tuple(t for k in kinds for t in k)
+    # bool is an int subclass in Python, but `"hidden": true` is not a layer size
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Raise ValueError naming the first field of `cfg` that no training run could use."""
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if not _is_kind(value, f.type):
+            raise ValueError(f"config field {f.name!r} is {value!r}, expected {f.type}")
+        if f.name in _CHOICES and value not in _CHOICES[f.name]:
+            raise ValueError(f"config field {f.name!r} is {value!r}, expected one of {list(_CHOICES[f.name])}")
+        if f.name in _AT_LEAST and value is not None and not value >= _AT_LEAST[f.name]:
+            raise ValueError(f"config field {f.name!r} is {value!r}, expected at least {_AT_LEAST[f.name]}")
+    if not 0 <= cfg.dropout < 1 or not 0 <= cfg.val_frac < 1:
+        raise ValueError(f"config fields 'dropout' and 'val_frac' must be in [0, 1), got {cfg.dropout!r} "
+                         f"and {cfg.val_frac!r}")
+    return cfg
+
+
+def _config_from_checkpoint(d, path) -> TrainConfig:
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    if not isinstance(d, dict):
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: 'config' is not a JSON object")
+    unknown, missing = sorted(set(d) - set(names)), [n for n in names if n not in d]
+    if unknown or missing:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: config has unknown field(s) {unknown} and "
+                                         f"lacks field(s) {missing}; it was not written by this version of train()")
+    try:
+        return check_config(TrainConfig(**d))
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: {e}") from e
+
+
+def _vocab_from_checkpoint(d, path) -> Vocab:
+    tokens = d.get("tokens") if isinstance(d, dict) else None
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: 'vocab' must hold a non-empty list of "
+                                         f"string tokens")
+    if d.get("level") == "char" and any(len(t) != 1 for t in tokens):
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: a character vocabulary holds a token "
+                                         f"that is not one character")
+    if not isinstance(d.get("unk"), (str, type(None))):
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: vocab 'unk' is {d.get('unk')!r}")
+    try:
+        return Vocab.from_dict(d)
+    except (KeyError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: bad vocabulary: {e}") from e
+
+
+def _read_run(path, needs=("config", "vocab")):
+    """(arrays, meta, config, vocab) of a checkpoint that train() wrote, each part checked."""
     arrays, meta = checkpoint.load(path)
-    cfg = meta["config"]
-    vocab = Vocab.from_dict(meta["vocab"])
-    model = CharRNN(len(vocab), cfg["hidden"], cfg["layers"], cfg["cell"], cfg["embedding"], cfg["dropout"])
-    model.load_state_dict({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
-    return model, vocab, meta
+    missing = [k for k in needs if k not in meta]
+    if missing:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r} lacks {missing} in its metadata")
+    return arrays, meta, _config_from_checkpoint(meta["config"], path), _vocab_from_checkpoint(meta["vocab"], path)
+
+
+def _model_from_arrays(arrays: dict, cfg: TrainConfig, vocab: Vocab, path) -> CharRNN:
+    weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+    # The config decides how much memory the model takes before load_state_dict can compare
+    # anything, so its sizes are checked against the arrays first: a hand-edited `hidden` of
+    # 100,000 is reported here instead of allocating gigabytes of weights it will throw away.
+    sizes = {"head.weight": (len(vocab), cfg.hidden), "rnn.weight_hh_l0": (None, cfg.hidden),
+             f"rnn.weight_hh_l{cfg.layers - 1}": (None, cfg.hidden)}
+    if cfg.embedding:
+        sizes["embed.weight"] = (len(vocab), cfg.embedding)
+    for key, want in sizes.items():
+        got = weights.get(key)
+        if got is None:
+            raise checkpoint.CheckpointError(f"checkpoint {str(path)!r} has no array 'model.{key}', which its "
+                                             f"config (cell={cfg.cell}, layers={cfg.layers}) needs")
+        if got.ndim != 2 or any(w is not None and g != w for g, w in zip(got.shape, want)):
+            raise checkpoint.CheckpointError(
+                f"checkpoint {str(path)!r}: 'model.{key}' has shape {got.shape}, but its vocabulary "
+                f"({len(vocab)} tokens) and config (hidden={cfg.hidden}, embedding={cfg.embedding}) need "
+                f"{tuple('*' if w is None else w for w in want)}")
+    model = CharRNN(len(vocab), cfg.hidden, cfg.layers, cfg.cell, cfg.embedding, cfg.dropout)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r} does not fit the model its config "
+                                         f"describes: {e}") from e
+    return model
+
+
+def load_model(path) -> tuple[CharRNN, Vocab, dict]:
+    """A trained model, its vocabulary and the checkpoint's metadata.
+
+    Raises `checkpoint.CheckpointError` (a ValueError) naming the file and the problem for
+    anything but an intact checkpoint that train() wrote: damaged or foreign files, missing or
+    ill-typed metadata, arrays whose shapes do not match the config and vocabulary."""
+    arrays, meta, cfg, vocab = _read_run(path)
+    return _model_from_arrays(arrays, cfg, vocab, path), vocab, meta
 
 
 # ----------------------------------------------------------------------------- training
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN/Inf."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training at a step boundary, after the checkpoint was written.
+
+    A KeyboardInterrupt, so a script that does not catch it stops as it would on Ctrl-C, and
+    an `except Exception` around train() cannot swallow the user's request to stop."""
+
+    def __init__(self, signum: int, step: int, checkpoint_path: str | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint_path
+        if checkpoint_path:
+            kept = f"checkpoint {checkpoint_path} holds step {step}; continue with --resume"
+        else:
+            kept = "nothing was saved: pass --out to keep checkpoints"
+        super().__init__(f"{signal.Signals(signum).name}: training stopped after step {step}; {kept}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for death by this signal: 130, 143
+
+
+class _StopRequests:
+    """While active, SIGINT and SIGTERM ask the training loop to stop at the next step boundary.
+
+    The handler only records the signal: a checkpoint written from inside it could catch the
+    model half-updated. A second signal raises KeyboardInterrupt at once, for a user who would
+    rather lose the unfinished steps than wait; the checkpoint on disk stays intact either way,
+    because it is only ever replaced whole. Python runs handlers in the main thread only, so
+    elsewhere (train() called from a worker thread) nothing is installed; signals that were
+    being ignored (a job started with nohup) stay ignored."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping at once, without a checkpoint")
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            # None: the previous handler was installed outside Python; the default is the best guess
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        return False
+
+
+# Options that may differ when resuming: the budget, the corpus's path (its vocabulary is
+# checked instead) and what is reported along the way. Every other field defines the run; a
+# different value would silently train something else.
+_RESUME_BUDGET = ("steps", "epochs", "out", "resume")
+_RESUME_MAY_CHANGE = ("corpus", "eval_every", "sample_every", "sample_len")
+
+
+def _resume_config(cfg: TrainConfig, saved: TrainConfig, path) -> TrainConfig:
+    """The checkpoint's config with the budget of `cfg`. A field of `cfg` that differs from
+    TrainConfig's default counts as asked for: a conflicting one is refused, naming it."""
+    default = TrainConfig()
+    asked = {f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != getattr(default, f.name)}
+    conflicts = [f"{n}={getattr(cfg, n)!r} (the checkpoint has {getattr(saved, n)!r})" for n in sorted(asked)
+                 if n not in _RESUME_BUDGET + _RESUME_MAY_CHANGE and getattr(cfg, n) != getattr(saved, n)]
+    if conflicts:
+        raise ValueError(f"--resume from {path}: the run was trained with other settings than you asked for: "
+                         f"{', '.join(conflicts)}. Leave those options out to continue the run as it was, or "
+                         f"train a new model into a new --out.")
+    keep = {n: getattr(cfg, n) for n in _RESUME_MAY_CHANGE if n in asked}
+    return dataclasses.replace(saved, **keep, **{n: getattr(cfg, n) for n in _RESUME_BUDGET})
+
+
+def _vocab_difference(saved: Vocab, new: Vocab) -> str:
+    def show(tokens):
+        return ", ".join(repr(t) for t in tokens[:10]) + (" ..." if len(tokens) > 10 else "")
+
+    if saved.level != new.level:
+        return f"the checkpoint's is {saved.level}-level, this one {new.level}-level"
+    gained = [t for t in new.tokens if t not in saved.index]
+    lost = [t for t in saved.tokens if t not in new.index]
+    parts = [f"{len(saved)} tokens in the checkpoint, {len(new)} in this text"]
+    if gained:
+        parts.append(f"new here: {show(gained)}")
+    if lost:
+        parts.append(f"absent here: {show(lost)}")
+    if not gained and not lost:
+        parts.append("the same tokens in another order")
+    return "; ".join(parts)
+
+
+def _resume_state(meta: dict, arrays: dict, cfg: TrainConfig, batches_per_epoch: int, path):
+    """(step, (epoch, index), history, carried state), checked against the run they belong to."""
+    step, position, history = meta["step"], meta["position"], meta["history"]
+    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: 'step' is {step!r}, not a step count")
+    if not (isinstance(position, list) and len(position) == 2 and all(type(p) is int for p in position)
+            and position[0] >= 0 and 0 <= position[1] < batches_per_epoch):
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: 'position' is {position!r}, not "
+                                         f"[epoch, batch index < {batches_per_epoch}]")
+    if not isinstance(history, list):
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: 'history' is not a list")
+    state = _state_from_arrays(arrays, cfg.cell)
+    want = (cfg.layers, cfg.batch_size, cfg.hidden)
+    for s in (state if isinstance(state, tuple) else (state,) if state is not None else ()):
+        if s.shape != want:
+            raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: carried state has shape {s.shape}, "
+                                             f"the run needs {want}")
+    return step, tuple(position), history, state
+
+
+def _check_hyperparameter(name, value, fresh: dict) -> None:
+    if name not in fresh:
+        raise ValueError(f"unknown hyper-parameter {name!r}")
+    like, numbers = fresh[name], (int, float)
+    if isinstance(like, (list, tuple)):
+        ok = isinstance(value, list) and len(value) == len(like) and all(type(v) in numbers for v in value)
+    else:
+        ok = isinstance(value, bool) == isinstance(like, bool) and isinstance(value, numbers)
+    if not ok:
+        raise ValueError(f"hyper-parameter {name!r} is {value!r}, expected a value like {like!r}")
+
+
+def _restore_optimizer(opt, arrays: dict, meta: dict, path) -> None:
+    try:
+        sd = _join_optimizer_state(arrays, meta)
+        for saved, fresh in zip(sd["param_groups"], opt.param_groups):
+            for name, value in saved.items():
+                if name != "params":
+                    _check_hyperparameter(name, value, fresh)
+        for buffers in sd["state"].values():
+            for name, value in buffers.items():
+                if not isinstance(value, np.ndarray) and type(value) not in (int, float):
+                    raise ValueError(f"state {name!r} is {value!r}, not an array or a number")
+        opt.load_state_dict(sd)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: unusable optimizer state: "
+                                         f"{type(e).__name__}: {e}") from e
 
 
 def train(cfg: TrainConfig, log=print, progress=None) -> dict:
@@ -256,90 +505,144 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
     With `cfg.out`, a checkpoint `last.npz` is written atomically at every evaluation and at
     the end; `cfg.resume` continues from it exactly (parameters, optimizer, RNG, data position
     and carried hidden state), so an interrupted run reproduces the uninterrupted loss curve.
+    On resume only the budget (steps/epochs), the corpus path and the reporting options may
+    change; other fields that differ from TrainConfig's defaults must match the checkpoint,
+    and the corpus must give the same vocabulary.
+
+    SIGINT (Ctrl-C) or SIGTERM while the loop runs finishes the current step, writes the
+    checkpoint and raises `TrainingInterrupted`; the signal handlers in place before are
+    restored on the way out, however training ends.
     """
+    # paths are stored in the checkpoint's JSON, which has no Path type
+    cfg = dataclasses.replace(cfg, **{n: str(getattr(cfg, n)) for n in ("corpus", "out")
+                                      if isinstance(getattr(cfg, n), os.PathLike)})
+    check_config(cfg)
     out_dir = pathlib.Path(cfg.out) if cfg.out else None
     ckpt_path = out_dir / "last.npz" if out_dir else None
     resumed = None
     if cfg.resume:
-        if ckpt_path is None or not ckpt_path.is_file():
+        if ckpt_path is None:
+            raise ValueError("--resume needs --out, the directory that holds last.npz")
+        if not ckpt_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        resumed = checkpoint.load(ckpt_path)
-        saved_cfg = resumed[1]["config"]
-        # the run's identity comes from the checkpoint; only the budget may change
-        cfg = TrainConfig(**{**saved_cfg, "steps": cfg.steps, "epochs": cfg.epochs, "resume": True,
-                             "out": cfg.out})
+        resumed = _read_run(ckpt_path, needs=("config", "vocab", "step", "position", "rng", "optimizer", "history"))
+        cfg = _resume_config(cfg, resumed[2], ckpt_path)
+    if out_dir is not None:
+        _prepare_out_dir(out_dir, log)
 
     text = load_corpus(cfg.corpus)
-    vocab = Vocab.from_dict(resumed[1]["vocab"]) if resumed else Vocab.from_text(text, cfg.level, cfg.max_vocab)
+    corpus_sha256 = hashlib.sha256(text.encode()).hexdigest()
+    vocab = Vocab.from_text(text, cfg.level, cfg.max_vocab)
+    if resumed:
+        saved_vocab, saved_sha = resumed[3], resumed[1].get("corpus_sha256")
+        if vocab != saved_vocab:
+            raise ValueError(f"--resume from {ckpt_path}: corpus {cfg.corpus or 'builtin'!r} gives a different "
+                             f"vocabulary than the run was trained with ({_vocab_difference(saved_vocab, vocab)}). "
+                             f"Resume on the same text, or train a new model into a new --out.")
+        if saved_sha not in (None, corpus_sha256):
+            log(f"note: corpus {cfg.corpus or 'builtin'!r} is not the text the checkpoint was trained on (same "
+                f"vocabulary, other contents); training goes on, but will not match an uninterrupted run")
     ids = vocab.encode(text)
     train_ids, val_ids, _ = split(ids, cfg.val_frac)
-    stream = BatchStream(train_ids, cfg.batch_size, cfg.seq_len, cfg.sampling, cfg.seed)
-    total_steps = cfg.steps if cfg.steps is not None else int(math.ceil((cfg.epochs or 1) * stream.batches_per_epoch))
+    try:
+        stream = BatchStream(train_ids, cfg.batch_size, cfg.seq_len, cfg.sampling, cfg.seed)
+    except ValueError as e:
+        raise ValueError(f"corpus {cfg.corpus or 'builtin'!r} has {len(ids)} tokens, {len(train_ids)} left for "
+                         f"training after --val-frac {cfg.val_frac}: {e}. Use a longer text or a smaller "
+                         f"--batch-size / --seq-len.") from e
+    if cfg.eval_every and len(val_ids) < 2:
+        log(f"note: the validation split has {len(val_ids)} token(s): no validation, so no checkpoint "
+            f"before the end of training (raise --val-frac or use a longer text)")
+    total_steps = cfg.steps if cfg.steps is not None else int(math.ceil(
+        (cfg.epochs if cfg.epochs is not None else 1) * stream.batches_per_epoch))
 
     rng.manual_seed(cfg.seed)
-    model = CharRNN(len(vocab), cfg.hidden, cfg.layers, cfg.cell, cfg.embedding, cfg.dropout)
-    opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     step, (epoch, index), state, history = 0, (0, 0), None, []
     if resumed:
-        arrays, meta = resumed
-        model.load_state_dict({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
-        opt.load_state_dict(_join_optimizer_state(arrays, meta["optimizer"]))
-        rng.set_state(meta["rng"])
-        step, (epoch, index), history = meta["step"], meta["position"], meta["history"]
-        state = _state_from_arrays(arrays, cfg.cell)
+        arrays, meta, _, _ = resumed
+        model = _model_from_arrays(arrays, cfg, vocab, ckpt_path)
+        opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+        _restore_optimizer(opt, arrays, meta["optimizer"], ckpt_path)
+        try:
+            rng.set_state(meta["rng"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"checkpoint {str(ckpt_path)!r}: unusable RNG state: {e}") from e
+        step, (epoch, index), history, state = _resume_state(meta, arrays, cfg, stream.batches_per_epoch, ckpt_path)
         log(f"resumed from {ckpt_path} at step {step}")
+    else:
+        model = CharRNN(len(vocab), cfg.hidden, cfg.layers, cfg.cell, cfg.embedding, cfg.dropout)
+        opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+    saved_at = None
 
     def checkpoint_now():
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, model, opt, cfg, vocab, step, (epoch, index), state, history)
+        nonlocal saved_at
+        if ckpt_path is not None and saved_at != step:
+            save_checkpoint(ckpt_path, model, opt, cfg, vocab, step, (epoch, index), state, history, corpus_sha256)
+            saved_at = step
 
     model.train()
     tokens_per_step = cfg.batch_size * cfg.seq_len
     train_time, steps_timed, t_start = 0.0, 0, time.perf_counter()
     last_val = None
-    while step < total_steps:
-        t0 = time.perf_counter()  # tokens/s counts training steps only, not evaluation or sampling
-        x, y = stream.batch(epoch, index)
-        if cfg.sampling == "random" or index == 0:
-            state = None  # unrelated windows (or a new epoch offset): start from zeros
-        logits, new_state = model(x, detach_state(state))
-        loss = F.cross_entropy(logits.reshape(-1, len(vocab)), y.reshape(-1))
-        loss_value = float(loss.item())
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(f"loss became {loss_value} at step {step + 1}; the last good checkpoint "
-                                   f"({ckpt_path or 'none: pass --out'}) is kept. Lower --lr or set --clip-norm.")
-        opt.zero_grad()
-        loss.backward()
-        params = list(model.parameters())
-        if cfg.clip_value is not None:
-            nn.utils.clip_grad_value_(params, cfg.clip_value)
-        norm = nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm else float("inf")).item()
-        if not math.isfinite(norm):
-            raise TrainingDiverged(f"gradient norm became {norm} at step {step + 1}; the last good checkpoint "
-                                   f"({ckpt_path or 'none: pass --out'}) is kept. Lower --lr or set --clip-norm.")
-        opt.step()
-        state = new_state
-        step += 1
-        index += 1
-        if index == stream.batches_per_epoch:
-            epoch, index = epoch + 1, 0
-        steps_timed += 1
-        train_time += time.perf_counter() - t0
-        tok_s = steps_timed * tokens_per_step / train_time
-        record = {"step": step, "loss": loss_value, "grad_norm": norm}
-        if cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps) and len(val_ids) > 1:
-            last_val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len)
-            record["val_nats"] = last_val["nats"]
-            record["val_ppl"] = last_val["perplexity"]
-        history.append(record)
-        if progress is not None:
-            progress(record, tok_s)
-        if "val_ppl" in record:
-            log(f"step {step}: val perplexity {record['val_ppl']:.3f} ({record['val_nats']:.4f} nats/token)")
-            checkpoint_now()
-        if cfg.sample_every and step % cfg.sample_every == 0:
-            log("sample: " + json.dumps(sample(model, vocab, "\n", cfg.sample_len, seed=step)))
-    checkpoint_now()
+    with _StopRequests() as stop:
+        while step < total_steps and stop.signum is None:  # the one place a stop request is honoured
+            t0 = time.perf_counter()  # tokens/s counts training steps only, not evaluation or sampling
+            x, y = stream.batch(epoch, index)
+            if cfg.sampling == "random" or index == 0:
+                state = None  # unrelated windows (or a new epoch offset): start from zeros
+            logits, new_state = model(x, detach_state(state))
+            loss = F.cross_entropy(logits.reshape(-1, len(vocab)), y.reshape(-1))
+            loss_value = float(loss.item())
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(f"loss became {loss_value} at step {step + 1}; the last good checkpoint "
+                                       f"({ckpt_path or 'none: pass --out'}) is kept. Lower --lr or set --clip-norm.")
+            opt.zero_grad()
+            loss.backward()
+            params = list(model.parameters())
+            if cfg.clip_value is not None:
+                nn.utils.clip_grad_value_(params, cfg.clip_value)
+            norm = nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm else float("inf")).item()
+            if not math.isfinite(norm):
+                raise TrainingDiverged(f"gradient norm became {norm} at step {step + 1}; the last good checkpoint "
+                                       f"({ckpt_path or 'none: pass --out'}) is kept. Lower --lr or set --clip-norm.")
+            opt.step()
+            state = new_state
+            step += 1
+            index += 1
+            if index == stream.batches_per_epoch:
+                epoch, index = epoch + 1, 0
+            steps_timed += 1
+            train_time += time.perf_counter() - t0
+            tok_s = steps_timed * tokens_per_step / train_time
+            record = {"step": step, "loss": loss_value, "grad_norm": norm}
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps) and len(val_ids) > 1:
+                last_val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len)
+                record["val_nats"] = last_val["nats"]
+                record["val_ppl"] = last_val["perplexity"]
+            history.append(record)
+            if progress is not None:
+                progress(record, tok_s)
+            if "val_ppl" in record:
+                log(f"step {step}: val perplexity {record['val_ppl']:.3f} ({record['val_nats']:.4f} nats/token)")
+                checkpoint_now()
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                log("sample: " + json.dumps(sample(model, vocab, "\n", cfg.sample_len, seed=step)))
+        checkpoint_now()  # still inside: a signal arriving during this write only sets the flag
+    if stop.signum is not None:
+        raise TrainingInterrupted(stop.signum, step, str(ckpt_path) if ckpt_path else None)
     return {"history": history, "val": last_val, "steps": step, "model": model, "vocab": vocab,
             "tokens_per_s": steps_timed * tokens_per_step / train_time if steps_timed else 0.0,
             "wall_s": time.perf_counter() - t_start, "checkpoint": str(ckpt_path) if ckpt_path else None}
+
+
+def _prepare_out_dir(out_dir: pathlib.Path, log) -> None:
+    """Fail before training, not at the first checkpoint hours later, if `out_dir` is unusable;
+    and sweep away temporary files that a killed run left half-written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise ValueError(f"--out {str(out_dir)!r} is not a directory: {e}") from e
+    removed = checkpoint.remove_stale_temporaries(out_dir / "last.npz")
+    if removed:
+        log(f"removed {len(removed)} unfinished checkpoint file(s) left by an interrupted write: "
+            f"{', '.join(p.name for p in removed)}")

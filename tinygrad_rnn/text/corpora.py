@@ -32,23 +32,34 @@ def builtin_text() -> str:
 
 
 def read_text(path, max_bytes: int = MAX_BYTES) -> str:
+    """The whole of a UTF-8 text file, or a CorpusError saying why it is not a usable corpus."""
     path = pathlib.Path(path)
+    where = f"corpus file {str(path)!r}"
+    if not path.exists():
+        raise CorpusError(f"{where} does not exist")
+    if path.is_dir():
+        raise CorpusError(f"{where} is a directory; pass a text file inside it")
     if not path.is_file():
-        raise CorpusError(f"corpus file {str(path)!r} does not exist")
+        # a device or a pipe has no size to check and may never end (/dev/zero): not read at all
+        raise CorpusError(f"{where} is not a regular file (a device, pipe or socket); copy the text into a file")
     size = path.stat().st_size
     if size > max_bytes:
-        raise CorpusError(f"corpus file {str(path)!r} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
+        raise CorpusError(f"{where} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
                           f"train on a slice of it (e.g. `head -c 100M`)")
-    raw = path.read_bytes()
-    if b"\x00" in raw[:1 << 16]:
-        raise CorpusError(f"corpus file {str(path)!r} contains NUL bytes: it looks binary, not text")
+    with open(path, "rb") as f:
+        raw = f.read(max_bytes + 1)  # bounded even if the file grows after the size check
+    if len(raw) > max_bytes:
+        raise CorpusError(f"{where} grew past the {max_bytes:,}-byte limit while being read")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"{where} contains a NUL byte (at offset {nul}): it looks binary, not text")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CorpusError(f"corpus file {str(path)!r} is not UTF-8 (byte {raw[e.start]:#04x} at offset "
+        raise CorpusError(f"{where} is not UTF-8 (byte {raw[e.start]:#04x} at offset "
                           f"{e.start}); convert it first, e.g. `iconv -f latin1 -t utf-8 {path} > {path}.utf8`") from e
     if not text:
-        raise CorpusError(f"corpus file {str(path)!r} is empty")
+        raise CorpusError(f"{where} is empty")
     return text
 
 
