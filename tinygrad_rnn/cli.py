@@ -69,6 +69,9 @@ def cmd_train(args) -> int:
     except charlm.TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except charlm.TrainingInterrupted as e:
+        print(e, file=sys.stderr)
+        return e.exit_code  # 130 for SIGINT, 143 for SIGTERM, as a shell reports a killed job
     finally:
         if bar is not None:
             bar.close()
