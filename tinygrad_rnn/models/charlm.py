@@ -282,8 +282,9 @@ def _config_from_checkpoint(d, path) -> TrainConfig:
         raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: 'config' is not a JSON object")
     unknown, missing = sorted(set(d) - set(names)), [n for n in names if n not in d]
     if unknown or missing:
-        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: config has unknown field(s) {unknown} and "
-                                         f"lacks field(s) {missing}; it was not written by this version of train()")
+        problems = [f"has unknown field(s) {unknown}"] * bool(unknown) + [f"lacks field(s) {missing}"] * bool(missing)
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: config {' and '.join(problems)}; it was not "
+                                         f"written by this version of train()")
     try:
         return check_config(TrainConfig(**d))
     except ValueError as e:
