@@ -82,7 +82,7 @@ def test_a_pickled_payload_inside_a_real_checkpoint_never_runs(tmp_path, trained
     assert marker.exists()
     marker.unlink()
 
-    with pytest.raises(CheckpointError, match="pickled"):
+    with pytest.raises(CheckpointError, match="'model.head.weight_extra.npy' holds pickled Python objects"):
         charlm.load_model(path)
     for argv in (("sample", "--checkpoint", path), ("eval", "--checkpoint", path)):
         code, err = _main(capsys, *argv)
@@ -247,7 +247,7 @@ def test_a_header_claiming_a_vast_array_is_an_error_not_an_allocation(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("w.npy", lie)
         z.writestr(checkpoint.META_KEY + ".npy", pickle.dumps(None))
-    with pytest.raises(CheckpointError, match="damaged or not a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"'w.npy' claims shape \(10000000000000,\) of float64 .* but holds"):
         checkpoint.load(path)
 
 

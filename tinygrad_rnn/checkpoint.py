@@ -18,12 +18,14 @@ member must be a numeric `.npy` array, and the arrays may not unpack to more tha
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import secrets
 import zipfile
 
 import numpy as np
+from numpy.lib import format as npformat
 
 META_KEY = "__meta__.json"
 FORMAT = "tinygrad_rnn.checkpoint/1"
@@ -93,6 +95,26 @@ def _fsync_dir(directory) -> None:
         os.close(fd)
 
 
+def _check_header(zf: zipfile.ZipFile, member: zipfile.ZipInfo, where: str) -> None:
+    """Read one member's .npy header, never its data: refuse Python objects by name (np.load's
+    allow_pickle=False refuses them too, this says why), and a shape that claims more bytes
+    than the member holds, which np.load would allocate before finding the data missing."""
+    with zf.open(member) as f:
+        version = npformat.read_magic(f)
+        read_header = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}.get(version)
+        if read_header is None:
+            return  # a rarer header version: np.load's own checks judge it
+        shape, _, dtype = read_header(f)
+        start = f.tell()
+    if dtype.hasobject:
+        raise CheckpointError(f"{where}: member {member.filename!r} holds pickled Python objects; a checkpoint "
+                              f"never does, and nothing in one is ever unpickled")
+    claimed = start + math.prod(shape) * dtype.itemsize
+    if claimed != member.file_size:
+        raise CheckpointError(f"{where}: member {member.filename!r} claims shape {shape} of {dtype} "
+                              f"({claimed:,} bytes with its header) but holds {member.file_size:,} bytes")
+
+
 def load(path, max_bytes: int = MAX_BYTES) -> tuple[dict, dict]:
     """(arrays, meta). Raises CheckpointError for anything that is not an intact checkpoint."""
     path = pathlib.Path(path)
@@ -109,12 +131,14 @@ def load(path, max_bytes: int = MAX_BYTES) -> tuple[dict, dict]:
         strays = [m.filename for m in members if not m.filename.endswith(".npy")]
         if strays:
             raise CheckpointError(f"{where} holds member(s) that are not .npy arrays: {strays[:5]}")
+        with zipfile.ZipFile(path) as zf:
+            for member in members:
+                _check_header(zf, member, where)
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, MemoryError) as e:
-        # allow_pickle=False turns any pickled (object) member into a ValueError here: refused, never run
         raise CheckpointError(f"{where} is damaged or not a checkpoint: {e}") from e
     raw = arrays.pop(META_KEY, None)
     if raw is None:
