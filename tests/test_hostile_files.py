@@ -215,6 +215,8 @@ def test_files_that_are_not_checkpoints(tmp_path):
         checkpoint.load(tmp_path / "plain.npz")
     with pytest.raises(CheckpointError, match="is not a file"):
         checkpoint.load(tmp_path)
+    with pytest.raises(CheckpointError, match="missing.npz' does not exist"):
+        charlm.load_model(tmp_path / "missing.npz")
     raw_meta = tmp_path / "raw.npz"
     with zipfile.ZipFile(raw_meta, "w") as z:  # the JSON as a bare member, not a .npy array
         z.writestr("__meta__.json", json.dumps({"format": checkpoint.FORMAT}))
@@ -271,6 +273,21 @@ def test_an_out_path_that_is_a_file_is_refused_before_training(tmp_path, corpus,
     assert code == 2 and "is not a directory" in err and blocker.read_text() == "not a directory"
 
 
+def test_resume_without_a_checkpoint_or_without_out_says_what_is_missing(tmp_path, capsys):
+    code, err = _main(capsys, "train", "--out", str(tmp_path / "empty"), "--resume", "--no-progress")
+    assert code == 2 and f"--resume: no checkpoint at {tmp_path / 'empty' / 'last.npz'}" in err
+    code, err = _main(capsys, "train", "--resume", "--no-progress")
+    assert code == 2 and "--resume needs --out" in err
+
+
+@pytest.mark.parametrize("option,value,says", [("--hidden", "0", "'hidden' is 0, expected at least 1"),
+                                               ("--dropout", "1.5", "'dropout' and 'val_frac' must be in [0, 1)"),
+                                               ("--lr", "nan", "'lr' is nan, expected at least 0")])
+def test_options_no_run_could_use_are_refused_before_training(corpus, tmp_path, capsys, option, value, says):
+    code, err = _main(capsys, "train", "--corpus", corpus, option, value, "--steps", "3", "--no-progress")
+    assert code == 2 and says in err
+
+
 # ----------------------------------------------------------------------------- corpora
 def test_binary_corpora_are_refused_wherever_the_binary_part_is(tmp_path, capsys):
     late_nul = tmp_path / "late_nul.txt"
@@ -279,9 +296,9 @@ def test_binary_corpora_are_refused_wherever_the_binary_part_is(tmp_path, capsys
         corpora.read_text(late_nul)
     noise = tmp_path / "noise.bin"
     noise.write_bytes(np.random.default_rng(0).integers(1, 256, 5000, dtype=np.uint8).tobytes())  # no NUL
-    with pytest.raises(CorpusError, match="is not UTF-8"):
+    with pytest.raises(CorpusError, match=r"not UTF-8 and 1\d% of its first bytes are control characters: it looks binary"):
         corpora.read_text(noise)
-    for path, says in ((late_nul, "binary"), (noise, "not UTF-8")):
+    for path, says in ((late_nul, "binary"), (noise, "binary")):
         code, err = _main(capsys, "train", "--corpus", str(path), "--steps", "3", "--no-progress")
         assert code == 2 and says in err and str(path) in err
 

@@ -14,6 +14,7 @@ KNOWN = {
     "timemachine": ("http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",
                     "8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516", 178_979),
 }
+_CONTROL_BYTES = bytes([*range(0x01, 0x09), *range(0x0E, 0x20), 0x7F])  # not tab, newline, \v, \f, \r
 MAX_BYTES = 1 << 30  # a corpus is read into memory whole; past 1 GiB that is a mistake, not a corpus
 
 
@@ -56,6 +57,11 @@ def read_text(path, max_bytes: int = MAX_BYTES) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
+        head = raw[:1 << 16]
+        controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
+        if controls > 0.01 * len(head):  # text in another encoding has next to none; binary data has many
+            raise CorpusError(f"{where} is not UTF-8 and {controls / len(head):.0%} of its first bytes are control "
+                              f"characters: it looks binary, not text") from e
         raise CorpusError(f"{where} is not UTF-8 (byte {raw[e.start]:#04x} at offset "
                           f"{e.start}); convert it first, e.g. `iconv -f latin1 -t utf-8 {path} > {path}.utf8`") from e
     if not text:
