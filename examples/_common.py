@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 
-import tinygrad_rnn as tg
 from tinygrad_rnn import nn
 from tinygrad_rnn.models import charlm
 from tinygrad_rnn.nn import functional as F
@@ -44,29 +43,36 @@ def char_data(text: str, val_frac: float = 0.1):
 
 
 def train_lm(model, train_ids, steps: int, batch_size: int = 32, seq_len: int = 64, lr: float = 2e-3,
-             clip: float | None = 5.0, seed: int = 0, log_every: int = 0, log=print) -> dict:
-    """Adam on sequential batches with the state carried and detached (truncated BPTT), the
-    recipe of `tinygrad-rnn train`. `model(x, state) -> (logits, state)`. Returns the losses,
-    gradient norms and seconds per step."""
+             clip: float | None = 5.0, seed: int = 0, optimizer: str = "adam") -> dict:
+    """Sequential batches with the state carried and detached (truncated BPTT), the gradient
+    norm clipped at `clip` (None: not clipped), the recipe of `tinygrad-rnn train`.
+    `model(x, state) -> (logits, state)`. Stops early if the loss stops being finite.
+
+    Returns the losses, gradient norms, `diverged_at` (the step whose loss was NaN/Inf, or
+    None) and the median seconds per step (the median shrugs off the first step's kernel
+    compilation and the noise of other jobs on the machine)."""
     stream = BatchStream(train_ids, batch_size, seq_len, "sequential", seed)
-    opt = tg.optim.Adam(model.parameters(), lr=lr)
+    opt = charlm.make_optimizer(optimizer, model.parameters(), lr)
     vocab_size = model.vocab_size
-    losses, norms, state = [], [], None
-    t0 = time.perf_counter()
+    losses, norms, times, state, diverged_at = [], [], [], None, None
     for step, (epoch, index, x, y) in zip(range(1, steps + 1), stream):
+        t0 = time.perf_counter()
         if index == 0:
             state = None  # a new epoch starts at a new offset: the carried state no longer fits
         logits, state = model(x, charlm.detach_state(state))
         loss = F.cross_entropy(logits.reshape(-1, vocab_size), y.reshape(-1))
+        if not math.isfinite(loss.item()):
+            diverged_at = step
+            break
         opt.zero_grad()
         loss.backward()
         norm = nn.utils.clip_grad_norm_(model.parameters(), clip if clip else math.inf).item()
         opt.step()
         losses.append(loss.item())
         norms.append(norm)
-        if log_every and (step % log_every == 0 or step == steps):
-            log(f"  step {step:5d}  train loss {np.mean(losses[-log_every:]):.3f}  grad norm {norm:6.2f}")
-    return {"losses": losses, "norms": norms, "seconds_per_step": (time.perf_counter() - t0) / max(1, steps)}
+        times.append(time.perf_counter() - t0)
+    return {"losses": losses, "norms": norms, "diverged_at": diverged_at,
+            "seconds_per_step": float(np.median(times)) if times else 0.0}
 
 
 def count_parameters(model) -> int:
