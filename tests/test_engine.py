@@ -516,3 +516,64 @@ def test_anomaly_mode_sees_nan_in_a_deferred_weight_gradient():
     y = f64(np.ones((1, 2)), requires_grad=False) @ w
     with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match="MatMulBackward"):
         y.backward(np.array([[np.nan, 1.0]]))
+
+
+# ----------------------------------------------------------------------------- in-place safety
+def _rnn_loss(cell, steps=3):
+    h = None
+    for t in range(steps):
+        h = cell(Tensor(np.full((2, 3), 0.1 * t, np.float32)), h)
+    return h.sum()
+
+
+def test_optimizer_step_before_backward_is_refused_naming_the_op_and_weight():
+    cell = tg.nn.RNNCell(3, 4)
+    opt = tg.optim.SGD(cell.parameters(), lr=0.1)
+    loss = _rnn_loss(cell)
+    for p in cell.parameters():
+        p.grad = Tensor(np.ones_like(p.data))
+    opt.step()  # overwrites the weights the graph saved
+    with pytest.raises(RuntimeError, match=r"RNNCellStepBackward.*'weight_ih' of shape \(4, 3\) float32.*"
+                                           r"modified in place.*version 1 at forward, 2 now"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("write", ["assign", "augmented", "zero_", "init", "load_state_dict"])
+def test_every_framework_write_to_saved_data_is_caught_at_backward(write):
+    lin = tg.nn.Linear(3, 2)
+    x = f64(np.ones((1, 3))).float()
+    loss = (lin(x) * lin(x)).sum()
+    w = lin.weight
+    if write == "assign":
+        w.data = np.zeros_like(w.data)
+    elif write == "augmented":
+        w.data -= 1  # numpy's in-place subtract, then the setter
+    elif write == "zero_":
+        w.zero_()
+    elif write == "init":
+        tg.nn.init.zeros_(w)
+    else:
+        lin.load_state_dict({k: np.zeros_like(v) for k, v in lin.state_dict().items()})
+    with pytest.raises(RuntimeError, match="modified in place after the forward pass"):
+        loss.backward()
+
+
+def test_backward_then_step_is_fine_and_a_retained_graph_notices_the_step():
+    cell = tg.nn.RNNCell(3, 4)
+    opt = tg.optim.SGD(cell.parameters(), lr=0.1)
+    loss = _rnn_loss(cell)
+    loss.backward(retain_graph=True)
+    opt.step()
+    loss2 = _rnn_loss(cell)  # a fresh graph sees the new weights: fine
+    loss2.backward()
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()  # the retained graph holds the old weights
+
+
+def test_anomaly_mode_adds_where_the_stale_op_was_created():
+    w = f64(np.ones((2, 2)))
+    with tg.detect_anomaly():
+        y = (f64(np.ones((1, 2)), requires_grad=False) @ w).sum()
+        w.data = w.data * 2
+        with pytest.raises(RuntimeError, match=r"MatMulBackward.*created.*test_engine.py"):
+            y.backward()

@@ -123,7 +123,7 @@ class Function:
     engine does that in one place.
     """
 
-    __slots__ = ("parents", "needs_input_grad", "saved", "created_at")
+    __slots__ = ("parents", "needs_input_grad", "saved", "created_at", "versions")
 
     def forward(self, *args, **kwargs):  # pragma: no cover - interface
         raise NotImplementedError
@@ -139,7 +139,7 @@ class Function:
     def apply(cls, *args, **kwargs) -> Tensor:
         fn = cls()
         fn.saved = ()
-        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        arrays = [a._data if isinstance(a, Tensor) else a for a in args]
         try:
             out = fn.forward(*arrays, **kwargs)
         except ShapeError:
@@ -157,6 +157,8 @@ class Function:
             if True in needs:
                 fn.parents = args
                 fn.needs_input_grad = needs
+                # what each input's data was at forward time, checked again at backward
+                fn.versions = tuple(a._version if isinstance(a, Tensor) else None for a in args)
                 fn.created_at = _user_frame() if anomaly else None
                 return Tensor._make(out, True, fn)
         return Tensor._make(out, False, None)
@@ -309,6 +311,7 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
         if g is not None:
             if node._retains_grad:
                 node.grad = Tensor._make(np.array(g), False, None)
+            _check_versions(fn)
             parent_grads = fn.backward(g)
             if type(parent_grads) is not tuple:
                 parent_grads = (parent_grads,)
@@ -336,8 +339,8 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                     pg.add_into(prev)
                     grads[k] = prev
                 else:
-                    if pg.shape != p.data.shape:
-                        pg = sum_to(pg, p.data.shape)
+                    if pg.shape != p._data.shape:
+                        pg = sum_to(pg, p._data.shape)
                     _add_dense(grads, owned, k, pg)
             pending[k] -= 1
             if pending[k] == 0:
@@ -347,6 +350,20 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
             # free the saved arrays and the edges as soon as the walk has passed them
             fn.parents = None
             fn.saved = None
+
+
+def _check_versions(fn: Function) -> None:
+    """Refuse to differentiate with values that were overwritten after the forward pass."""
+    for i, (p, v) in enumerate(zip(fn.parents, fn.versions)):
+        if v is not None and p._version != v:
+            what = f"'{p.name}' " if p.name else ""
+            raise RuntimeError(
+                f"{fn.name()}Backward: one of the tensors it needs, input {i} {what}of shape "
+                f"{tuple(p.shape)} {p.dtype}, was modified in place after the forward pass "
+                f"(version {v} at forward, {p._version} now), e.g. by an optimizer step or a "
+                f"write to .data before backward(). Call backward() first, or recompute the "
+                f"forward pass. With detect_anomaly() on, this message says where the op was created"
+                + (f": {fn.created_at}" if fn.created_at else "."))
 
 
 def _grad_finite(pg) -> bool:

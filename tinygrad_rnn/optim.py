@@ -68,6 +68,7 @@ class Optimizer:
                 if p.grad is not None:
                     state = self.state.setdefault(p, {})
                     self._update(p.data, p.grad.data, state, group)
+                    p._mark_modified()
         return loss
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict, group: dict) -> None:

@@ -36,13 +36,14 @@ def _to_array(data, dtype=None) -> np.ndarray:
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_hooks", "_retains_grad", "name",
+    __slots__ = ("_data", "_version", "grad", "requires_grad", "_ctx", "_hooks", "_retains_grad", "name",
                  "__weakref__")
     # numpy must hand `ndarray + Tensor` to Tensor.__radd__ instead of looping over elements
     __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
-        self.data = _to_array(data, dtype)
+        self._data = _to_array(data, dtype)
+        self._version = 0
         self.grad = None
         self._ctx = None
         self._hooks = None
@@ -56,7 +57,8 @@ class Tensor:
     def _make(cls, data: np.ndarray, requires_grad: bool, ctx) -> "Tensor":
         # the hot path for op outputs: skips __init__'s conversions
         t = object.__new__(Tensor)
-        t.data = data
+        t._data = data
+        t._version = 0
         t.grad = None
         t.requires_grad = requires_grad
         t._ctx = ctx
@@ -64,6 +66,22 @@ class Tensor:
         t._retains_grad = False
         t.name = None
         return t
+
+    # ------------------------------------------------------------------ data and its version
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, value) -> None:
+        # `t.data = a` and `t.data -= a` land here: the graph may have saved the old values
+        self._data = value
+        self._version += 1
+
+    def _mark_modified(self) -> None:
+        """Record an in-place write into `.data`, so a graph that saved this tensor can tell
+        at backward that its saved values are stale (see autograd's version check)."""
+        self._version += 1
 
     # ------------------------------------------------------------------ array-like basics
     @property
@@ -170,7 +188,8 @@ class Tensor:
         return handle
 
     def zero_(self) -> "Tensor":
-        self.data[...] = 0
+        self._data[...] = 0
+        self._version += 1
         return self
 
     # ------------------------------------------------------------------ dtype

@@ -12,6 +12,7 @@ from .. import rng
 
 def _fill(tensor, values):
     tensor.data[...] = values  # cast to the tensor's own dtype on the way in
+    tensor._mark_modified()
     return tensor
 
 

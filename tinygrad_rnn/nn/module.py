@@ -52,6 +52,8 @@ class Module:
             if isinstance(value, Parameter):
                 modules.pop(name, None)
                 params[name] = value  # re-assignment keeps the key's place in state_dict
+                if value.name is None:
+                    value.name = name  # error messages can then say which weight they mean
             elif isinstance(value, Module):
                 params.pop(name, None)
                 modules[name] = value
@@ -197,6 +199,7 @@ class Module:
                                + "\n\t".join(errors))
         for name, v in values.items():
             np.copyto(own[name].data, v)  # in place: optimizers keep pointing at the same arrays
+            own[name]._mark_modified()
         return _IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing
