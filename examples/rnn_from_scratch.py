@@ -6,6 +6,9 @@ graph the loop records. Hidden state is carried across batches and detached (tru
 
     python examples/rnn_from_scratch.py                 # built-in corpus, about a minute
     python examples/rnn_from_scratch.py --corpus ../shared/data/tinyshakespeare.txt
+    python examples/rnn_from_scratch.py --quick         # a few seconds: the smoke test
+
+Result on this 2-core machine (shared with other jobs), default budget: see RESULT below.
 """
 from __future__ import annotations
 
@@ -48,7 +51,10 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--clip", type=float, default=5.0, help="clip the global gradient norm")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="tiny budget for a smoke test")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.hidden, args.steps = 32, 30
 
     text = open(args.corpus, encoding="utf-8").read() if args.corpus else builtin_corpus()
     chars = sorted(set(text))
@@ -108,6 +114,7 @@ def main(argv=None):
             c = int(rng.choice(V, p=p / p.sum()))
             out.append(chars[c])
     print("sample:\n" + "".join(out))
+    print(f"result: train_perplexity={math.exp(smooth):.3f} uniform_perplexity={V} steps={args.steps}")
     return smooth
 
 
