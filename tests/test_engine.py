@@ -486,13 +486,16 @@ def test_logsumexp_of_an_all_minus_inf_row_has_zero_gradient():
 
 def test_weight_gradients_summed_in_one_product_equal_the_per_step_sum(monkeypatch):
     """A weight used in many matmuls gets its per-use products a.T @ g evaluated together
-    (autograd.OuterGrad); with a small row budget the engine also flushes them in batches."""
+    (autograd.OuterGrad) when it is large enough to pay; with a small row budget the engine
+    also flushes them in batches."""
     from tinygrad_rnn import autograd
 
     rng = np.random.default_rng(0)
     w0 = rng.standard_normal((5, 5)) * 0.3
     xs = [rng.standard_normal((3, 5)) for _ in range(40)]
-    for rows in (autograd._OUTER_ROWS, 7):  # 7 rows: a flush after every third product
+    # (min size, rows): evaluated at once; stacked until visited; stacked and flushed every third product
+    for min_size, rows in ((autograd._OUTER_MIN_SIZE, autograd._OUTER_ROWS), (0, autograd._OUTER_ROWS), (0, 7)):
+        monkeypatch.setattr(autograd, "_OUTER_MIN_SIZE", min_size)
         monkeypatch.setattr(autograd, "_OUTER_ROWS", rows)
         w = f64(w0)
         h, hs = f64(np.zeros((3, 5)), requires_grad=False), []

@@ -221,6 +221,9 @@ class OuterGrad:
 
 
 _OUTER_ROWS = 4096
+# Below this many weight elements stacking the rows costs more than it saves (the copies
+# outweigh the thin GEMMs), so such products are evaluated at once.
+_OUTER_MIN_SIZE = 128 * 128
 
 
 def _evaluate_outer(products: list) -> np.ndarray:
@@ -327,10 +330,13 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                                        f"created at {fn.created_at}")
                 kind = type(pg)
                 if kind is OuterGrad:
-                    waiting = outer.setdefault(k, [])
-                    waiting.append(pg)
-                    if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
-                        _add_dense(grads, owned, k, _evaluate_outer(outer.pop(k)), fresh=True)
+                    if pg.a.shape[1] * pg.b.shape[1] < _OUTER_MIN_SIZE:
+                        _add_dense(grads, owned, k, _evaluate_outer((pg,)), fresh=True)
+                    else:
+                        waiting = outer.setdefault(k, [])
+                        waiting.append(pg)
+                        if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
+                            _add_dense(grads, owned, k, _evaluate_outer(outer.pop(k)), fresh=True)
                 elif kind is SliceGrad:
                     prev = grads.get(k)
                     if k not in owned:  # a buffer we may write into: never an op's own array
