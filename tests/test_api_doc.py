@@ -9,7 +9,8 @@ and third-party names are not its API. Each name must appear inside a code span 
 `inspect.signature` gives it (annotations dropped), and every public attribute a class defines
 itself (methods, properties, dataclass fields) must appear in its module's section too.
 
-The CLI section must name every `tinygrad-rnn` subcommand and each of its options.
+The CLI section must name every `tinygrad-rnn` subcommand, nested ones too (`viz hidden`), and
+each of its options on the first line that names it.
 """
 from __future__ import annotations
 
@@ -40,10 +41,10 @@ MODULES = [
     "tinygrad_rnn.text",
     "tinygrad_rnn.models.charlm",
     "tinygrad_rnn.checkpoint",
+    "tinygrad_rnn.viz",
+    "tinygrad_rnn.debug",
+    "tinygrad_rnn.op_table",
 ]
-# subcommands being written by other engineers right now (with tinygrad_rnn.viz and
-# tinygrad_rnn.debug); the lead adds them to api.md, then removes them from this set
-CLI_NOT_YET = {"graph", "viz", "gradcheck", "profile"}
 
 
 # ----------------------------------------------------------------------------- what is public
@@ -85,15 +86,25 @@ def _definition(obj):
     path = pathlib.Path(importlib.import_module(obj.__module__).__file__)
     src = path.read_text(encoding="utf-8")
     node = ast.parse(src)
-    for part in obj.__qualname__.split("."):
+    qualname = obj.__qualname__
+    if "<locals>" in qualname:  # a decorator's stand-in (hypothesis's st.composite): the def has its name
+        qualname = obj.__name__
+    for part in qualname.split("."):
         node = next(n for n in node.body
                     if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
     return src, node
 
 
+def _is_composite(node) -> bool:
+    """`@st.composite def f(draw, ...)`: hypothesis passes `draw`, callers write `f(...)`."""
+    return any((isinstance(d, ast.Attribute) and d.attr == "composite")
+               or (isinstance(d, ast.Name) and d.id == "composite") for d in node.decorator_list)
+
+
 def signature_text(obj) -> str | None:
     """`(a, b=1e-6, *, c=np.float32)`: the parameters as the source writes them, annotations
-    and `self` dropped; None where the project wrote no signature (exceptions, `Function`)."""
+    and `self` dropped (and a hypothesis composite's `draw`, which hypothesis passes); None
+    where the project wrote no signature (exceptions, `Function`)."""
     if dataclasses.is_dataclass(obj):  # its __init__ is generated: read the fields instead
         src, node = _definition(obj)
         fields = [n for n in node.body if isinstance(n, ast.AnnAssign)]
@@ -110,8 +121,8 @@ def signature_text(obj) -> str | None:
     parts = [p.arg + ("" if d is None else f"={seg(d)}") for p, d in zip(positional, defaults)]
     if a.posonlyargs:
         parts.insert(len(a.posonlyargs), "/")
-    if inspect.isclass(obj):
-        parts = parts[1:]  # self
+    if inspect.isclass(obj) or _is_composite(node):
+        parts = parts[1:]  # self, or a composite's draw
     if a.vararg:
         parts.append(f"*{a.vararg.arg}")
     elif a.kwonlyargs:
@@ -182,6 +193,14 @@ def test_discovery_sees_reexports_and_skips_incidental_imports():
     charlm = set(public_names("tinygrad_rnn.models.charlm"))
     assert {"train", "CharRNN"} <= charlm and not {"Tensor", "no_grad", "F", "annotations"} & charlm
     assert "nn" not in public_names("tinygrad_rnn")  # a module, reached through its own section
+    assert "reduce_case(nonempty=False, max_dims=3)" == "reduce_case" + signature_text(
+        importlib.import_module("tinygrad_rnn.op_table").reduce_case)  # a composite: no `draw`
+
+
+def test_discovery_sees_nested_subcommands():
+    cmds = cli_subcommands()
+    assert {"train", "eval", "sample", "graph", "viz", "viz hidden", "gradcheck", "profile"} <= set(cmds)
+    assert "char" not in " ".join(cmds)  # an option's choices ({char,word}) are not subcommands
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -192,10 +211,23 @@ def _help(argv) -> str:
     return out.getvalue()
 
 
+def _subcommands_of(help_text: str) -> list[str]:
+    """The choices of a command's subcommand positional: `  {a,b,c}` on a line of its own in
+    "positional arguments" (an option's choices follow the option's name instead)."""
+    m = re.search(r"^  \{([\w,-]+)\}\s*$", help_text, flags=re.M)
+    return m.group(1).split(",") if m else []
+
+
 def cli_subcommands() -> list[str]:
-    m = re.search(r"\{([\w,-]+)\}", _help(["--help"]))
-    assert m, "could not read the subcommands from `tinygrad-rnn --help`"
-    return [c for c in m.group(1).split(",") if c not in CLI_NOT_YET]
+    """Every subcommand, nested ones as their path ("viz hidden") after their parent ("viz")."""
+    top = _subcommands_of(_help(["--help"]))
+    assert top, "could not read the subcommands from `tinygrad-rnn --help`"
+    out, todo = [], list(top)
+    while todo:
+        cmd = todo.pop(0)
+        out.append(cmd)
+        todo[:0] = [f"{cmd} {c}" for c in _subcommands_of(_help([*cmd.split(), "--help"]))]
+    return out
 
 
 def test_every_cli_subcommand_and_option_is_in_api_md():
@@ -204,11 +236,12 @@ def test_every_cli_subcommand_and_option_is_in_api_md():
     code = code_text(sec["tinygrad-rnn"])
     problems = []
     for cmd in cli_subcommands():
-        if f"tinygrad-rnn {cmd}" not in code:
+        named = re.compile(rf"tinygrad-rnn {re.escape(cmd)}(?![\w-])")
+        if not named.search(code):
             problems.append(f"subcommand {cmd!r} is not mentioned as `tinygrad-rnn {cmd}`")
             continue
-        options = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", _help([cmd, "--help"]))) - {"--help"}
-        line = next(ln for ln in code.splitlines() if f"tinygrad-rnn {cmd}" in ln)
+        options = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", _help([*cmd.split(), "--help"]))) - {"--help"}
+        line = next(ln for ln in code.splitlines() if named.search(ln))
         missing = sorted(o for o in options if not re.search(rf"{re.escape(o)}(?![\w-])", line))
         if missing:
             problems.append(f"`tinygrad-rnn {cmd}` line lacks options {missing}")
