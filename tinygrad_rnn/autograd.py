@@ -137,9 +137,16 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs) -> Tensor:
-        fn = cls()
+        fn = object.__new__(cls)
         fn.saved = ()
-        arrays = [a._data if isinstance(a, Tensor) else a for a in args]
+        # one pass over the inputs: their arrays, and whether any of them wants a gradient
+        arrays, wants_grad = [], False
+        for a in args:
+            if isinstance(a, Tensor):
+                arrays.append(a._data)
+                wants_grad = wants_grad or a.requires_grad
+            else:
+                arrays.append(a)
         try:
             out = fn.forward(*arrays, **kwargs)
         except ShapeError:
@@ -152,15 +159,13 @@ class Function:
         if anomaly and not _all_finite(out):
             raise AnomalyError(f"{cls.name()} produced NaN/Inf in forward at {_user_frame()} "
                                f"(inputs: {describe(args)})")
-        if _mode.enabled:
-            needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-            if True in needs:
-                fn.parents = args
-                fn.needs_input_grad = needs
-                # what each input's data was at forward time, checked again at backward
-                fn.versions = tuple(a._version if isinstance(a, Tensor) else None for a in args)
-                fn.created_at = _user_frame() if anomaly else None
-                return Tensor._make(out, True, fn)
+        if wants_grad and _mode.enabled:
+            fn.parents = args
+            fn.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+            # what each input's data was at forward time, checked again at backward
+            fn.versions = tuple(a._version if isinstance(a, Tensor) else None for a in args)
+            fn.created_at = _user_frame() if anomaly else None
+            return Tensor._make(out, True, fn)
         return Tensor._make(out, False, None)
 
 
