@@ -1,0 +1,181 @@
+"""Memory stays bounded: across training steps, and inside one long backward pass.
+
+Both tests count bytes with `tracemalloc`, which sees every Python object and every numpy
+buffer, so a leaked array of a few hundred bytes per step shows up; resident memory
+(/proc/self/statm) is checked too, loosely, because the allocator keeps freed pages around.
+Kernels are loaded and compiled before measuring: importing numba's machinery allocates
+megabytes once.
+
+(tests/test_rnn.py::test_memory_stays_flat_over_many_truncated_chunks covers an LSTM over
+40 truncated chunks; here it is the char-RNN trainer itself, and a 10,000-step backward.)
+"""
+from __future__ import annotations
+
+import gc
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import autograd, nn
+from tinygrad_rnn.models import charlm
+from tinygrad_rnn.nn import functional as F
+from tinygrad_rnn.text import Vocab, builtin_text, load_corpus
+
+
+def traced() -> int:
+    return tracemalloc.get_traced_memory()[0]
+
+
+def resident() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "small.txt"
+    path.write_text(builtin_text()[:30_000], encoding="utf-8")
+    return str(path)
+
+
+# ============================================================================ training
+WARMUP, STEPS = 100, 1000
+
+
+def one_step_graph_bytes(cfg) -> int:
+    """What the graph of one training step holds until its backward frees it."""
+    text = load_corpus(cfg.corpus)
+    vocab = Vocab.from_text(text, cfg.level, cfg.max_vocab)
+    tokens = vocab.encode(text)[:cfg.batch_size * (cfg.seq_len + 1)].reshape(cfg.batch_size, -1)
+    tg.manual_seed(0)
+    model = charlm.CharRNN(len(vocab), cfg.hidden, cfg.layers, cfg.cell)
+
+    def loss():
+        logits, _ = model(tokens[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, len(vocab)), tokens[:, 1:].reshape(-1))
+
+    loss()  # load and compile the kernels first
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = traced()
+        graph = loss()
+        return traced() - start
+    finally:
+        tracemalloc.stop()
+        del graph
+
+
+def test_a_thousand_training_steps_keep_memory_flat(corpus):
+    """charlm.train, 1,000 steps with the hidden state carried (and detached) between them."""
+    cfg = charlm.TrainConfig(corpus=corpus, hidden=32, seq_len=16, batch_size=4, steps=STEPS,
+                             eval_every=0, seed=0)
+    graph = one_step_graph_bytes(cfg)
+    marks = {}
+
+    def progress(record, tokens_per_s):
+        if record["step"] in (WARMUP, STEPS):
+            gc.collect()
+            marks[record["step"]] = (traced(), resident())
+
+    tracemalloc.start()
+    try:
+        result = charlm.train(cfg, log=lambda message: None, progress=progress)
+        # train keeps one history record (a few floats) per step on purpose; weigh them so
+        # they are not taken for a leak
+        history = result.pop("history")
+        gc.collect()
+        before = traced()
+        n_records = len(history)
+        del history
+        gc.collect()
+        per_record = (before - traced()) / n_records
+    finally:
+        tracemalloc.stop()
+
+    steps = STEPS - WARMUP
+    growth = marks[STEPS][0] - marks[WARMUP][0] - steps * per_record
+    # Measured: 10-13 kB over the 900 steps (interpreter caches), with one step's graph at
+    # `graph` ~ 100 kB. Keeping even one (batch, hidden) float32 array per step, the carried
+    # hidden state say (512 bytes of data plus its header), would add > 500 kB; keeping the
+    # graph of every step (a hidden state that was not detached) would add 900 graphs.
+    assert per_record < 1000, per_record
+    assert growth < 64_000, f"traced memory grew {growth} bytes over {steps} steps (graph {graph} bytes)"
+    # Resident memory moves with the allocator's free lists and with tracemalloc's own tables
+    # (measured: 0.6-1.3 MB); a tenth of a graph per step would be ~9 MB.
+    assert marks[STEPS][1] - marks[WARMUP][1] < steps * graph / 10, (marks, graph)
+
+
+# ============================================================================ one long backward
+T, B, I, H = 10_000, 16, 8, 32
+
+
+# The same step recorded op by op holds on: the walk follows the recurrent chain h -> h first
+# and leaves each step's other branch (x @ W_ih.T, with its gradient) for the end of the walk,
+# so at step 200 of 2,000 about half the graph is still held. Reported to the lead; strict, so
+# this test turns red (and the marker can go) once the walk frees it.
+LIFO_SIDE_BRANCHES = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                       reason="the backward walk defers per-step side branches")
+
+
+@pytest.mark.parametrize("steps,fused", [
+    pytest.param(T, True, id="fused-step"),
+    pytest.param(2_000, False, id="generic-ops", marks=LIFO_SIDE_BRANCHES),
+])
+def test_backward_frees_each_step_as_it_passes(steps, fused, monkeypatch):
+    """An RNNCell unrolled `steps` steps: during backward, memory falls as the walk moves
+    from the last step to the first, and never rises above what the forward pass holds."""
+    monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)  # False: the step recorded op by op
+    tg.manual_seed(0)
+    cell = nn.RNNCell(I, H)
+    xs = np.random.default_rng(0).standard_normal((steps, B, I)).astype(np.float32)
+    cell(tg.Tensor(xs[0])).sum().backward()  # load and compile the kernels first
+    cell.zero_grad()
+    probes = (steps // 10, steps // 2, 9 * steps // 10)
+    held = {}
+
+    def probe(k):
+        def hook(grad):
+            held[k] = traced()  # the walk reaches step k once steps k+1.. are done with
+        return hook
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = traced()
+        h = None
+        for t in range(steps):
+            h = cell(tg.Tensor(xs[t]), h)
+            if t in probes:
+                h.register_hook(probe(t))  # no reference to h is kept: that would pin it
+        loss = h.sum()
+        del h
+        gc.collect()
+        graph = traced() - start
+        tracemalloc.reset_peak()
+        before = traced()
+        loss.backward()
+        peak = tracemalloc.get_traced_memory()[1]
+        del loss
+        gc.collect()
+        after = traced()
+    finally:
+        tracemalloc.stop()
+
+    # What backward may hold beyond the forward graph: the weights' gradients, and the
+    # engine's deferred weight products (autograd.OuterGrad): up to _OUTER_ROWS rows of each
+    # weight's two factors wait to be summed in one GEMM, and are copied once when they are.
+    weights = sum(p.data.nbytes for p in cell.parameters())
+    deferred = 2 * autograd._OUTER_ROWS * (I + 2 * H) * 4
+    slack = 2 * weights + deferred + 64_000
+    assert graph > 1_000 * steps, graph  # the measurement sees the graph: ~2.7 kB a step
+    assert peak - before <= slack, f"backward peaked {peak - before} bytes above the forward graph"
+    for k in probes:
+        # steps 0..k are still to walk: their share of the graph, plus what the walk may defer
+        expected = graph * (k + 1) / steps
+        assert held[k] - start <= expected + slack, (
+            f"at step {k}, {held[k] - start} bytes held, expected at most {expected:.0f} + {slack}")
+    assert after - start < 64_000, f"{after - start} bytes left after backward"
