@@ -49,8 +49,8 @@ def train_lm(model, train_ids, steps: int, batch_size: int = 32, seq_len: int = 
     `model(x, state) -> (logits, state)`. Stops early if the loss stops being finite.
 
     Returns the losses, gradient norms, `diverged_at` (the step whose loss was NaN/Inf, or
-    None) and the median seconds per step (the median shrugs off the first step's kernel
-    compilation and the noise of other jobs on the machine)."""
+    None) and the median wall-clock seconds per step (the median shrugs off the first step's
+    kernel compilation and some of the noise of other jobs on the machine)."""
     stream = BatchStream(train_ids, batch_size, seq_len, "sequential", seed)
     opt = charlm.make_optimizer(optimizer, model.parameters(), lr)
     vocab_size = model.vocab_size

@@ -22,7 +22,16 @@ text-like they are.
     python examples/bidirectional.py
     python examples/bidirectional.py --quick
 
-Result on this 2-core machine (shared with other jobs), default budget: see RESULT below.
+Result, default budget (first 300,000 characters of tiny-shakespeare, hidden 128, 300 steps;
+98 s of CPU, 3.6 min of wall time on this 2-core machine while other jobs ran):
+
+                   whole windows   last character only   generated words found in the text
+    left to right       9.39              9.80                        16%
+    bidirectional       1.05             12.67                         2%
+
+The bidirectional model's near-perfect 1.05 is copying, not knowledge: asked for the next
+character from the past alone, it does worse than the left-to-right model, and its samples
+are nonsense.
 """
 from __future__ import annotations
 

@@ -12,8 +12,12 @@ guessing uniformly over the V characters scores exactly V.
     python examples/char_rnn.py path/to/text.txt --steps 3000 --hidden 512
     python examples/char_rnn.py --quick              # a few seconds: the smoke test
 
-Result on this 2-core machine (shared with other jobs), default budget (tiny-shakespeare,
-hidden 256, 600 steps of 32 x 64 characters): see RESULT below.
+Result, default budget (tiny-shakespeare, hidden 128, 800 steps of 32 x 64 characters; 69 s
+of training on this 2-core machine while other jobs ran, 23,900 tokens/s): validation
+perplexity 7.21 (uniform guessing: 65), and samples such as
+
+    By not it of thim douk leate.
+    No, why heyeland, soull.
 """
 from __future__ import annotations
 

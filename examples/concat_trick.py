@@ -10,7 +10,9 @@ weight_ih and weight_hh can be fused into one (h, d + h) matrix.
     python examples/concat_trick.py
     python examples/concat_trick.py --quick
 
-Result on this machine: every difference is at float64 rounding level (see RESULT below).
+Result on this machine: the largest value difference is 3.6e-14 (X 32x65, H 32x128, entries
+around 10 in size: rounding), gradients differ by at most 2.8e-16, the fused RNNCell step by
+1.1e-16, and gradcheck passes on both forms. About a second.
 """
 from __future__ import annotations
 

@@ -75,10 +75,11 @@ def main(argv=None):
             ppl = evaluate(model, val_ids, 32, 35)["perplexity"] if finite and run["diverged_at"] is None else math.nan
             norms = np.asarray(run["norms"])
             diverged = f"at step {run['diverged_at']}" if run["diverged_at"] else "no"
-            print(f"{act:>10}  {clip if clip else 'none':>5}  {ppl:14.3f}  {np.nanmax(norms):13.3g}  "
+            shown = f"{ppl:14.3f}" if not ppl > 1e4 else f"{ppl:14.3g}"
+            print(f"{act:>10}  {clip if clip else 'none':>5}  {shown}  {np.nanmax(norms):13.3g}  "
                   f"{np.nanmedian(norms):16.3g}  {run['seconds_per_step'] * 1e3:7.1f}  {diverged}")
             tag = f"{act}_{'clip' if clip else 'noclip'}"
-            summary.append(f"{tag}_ppl={ppl:.3f} {tag}_max_norm={np.nanmax(norms):.3g}")
+            summary.append(f"{tag}_ppl={ppl:.4g} {tag}_max_norm={np.nanmax(norms):.3g}")
     print("result: " + " ".join(summary) + f" uniform_ppl={len(vocab)}")
 
 

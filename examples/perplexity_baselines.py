@@ -15,7 +15,20 @@ BPTT for a fixed number of steps.
     python examples/perplexity_baselines.py
     python examples/perplexity_baselines.py --quick
 
-Result on this 2-core machine (shared with other jobs), default budget: see RESULT below.
+Result, default budget (tiny-shakespeare, 1,003,855 training and 111,539 validation
+characters; RNN hidden 128, 600 steps; 80 s of CPU, 2.4 min of wall time on this 2-core
+machine while other jobs ran), validation perplexity (bits/char):
+
+    uniform            65.000 (6.022)
+    unigram, add-0.001 28.426 (4.829)
+    2-gram, add-0.1    11.987 (3.583)
+    3-gram, add-0.1     7.735 (2.951)
+    5-gram, add-0.01    5.873 (2.554)
+    RNN, 600 steps      8.066 (3.012)
+
+Within this budget the RNN lands between the 2-gram and the 3-gram, and the 5-gram, fitted
+by counting in well under a second, beats it: a fair reminder that a short-trained RNN is no
+better than counting. (char_rnn.py's 800 steps reach 7.21.)
 """
 from __future__ import annotations
 
@@ -107,7 +120,7 @@ def main(argv=None):
     print(f"{'model':<28}  {'val perplexity':>14}  {'bits/char':>9}")
     for label, ppl in rows:
         print(f"{label:<28}  {ppl:14.3f}  {math.log2(ppl):9.3f}")
-    print(f"(the RNN trained for {args.steps * run['seconds_per_step']:.0f} s at the median step time)")
+    print(f"(the RNN trained for about {args.steps * run['seconds_per_step']:.0f} s: steps x median step time)")
     by_n = {label.split(",")[0]: ppl for label, ppl in rows}
     print(f"result: uniform_ppl={V} unigram_ppl={by_n['unigram']:.3f} bigram_ppl={by_n['2-gram']:.3f} "
           f"trigram_ppl={by_n['3-gram']:.3f} fivegram_ppl={by_n['5-gram']:.3f} rnn_ppl={rnn_ppl:.3f}")
