@@ -411,20 +411,23 @@ class _Builder:
         a = self.pick()
         at, ab = self.use(a)
         bt, bb, shape = self.partner(a)
-        self.emit(self.choice(("{a} - {b}", "{a}.sub({b})")).format(a=at, b=bt), shape, ab + bb)
+        # "{b} - {a}": with a constant on the left, only the right side needs a gradient
+        self.emit(self.choice(("{a} - {b}", "{a}.sub({b})", "{b} - {a}")).format(a=at, b=bt), shape, ab + bb)
 
     @op("Mul")
     def op_mul(self):
         a = self.pick()
         at, ab = self.use(a)
         bt, bb, shape = self.partner(a)
-        self.emit(self.choice(("{a} * {b}", "{a}.mul({b})")).format(a=at, b=bt), shape, ab * bb)
+        self.emit(self.choice(("{a} * {b}", "{a}.mul({b})", "{b} * {a}")).format(a=at, b=bt), shape, ab * bb)
 
     @op("Div")
     def op_div(self):
         a = self.pick()
         at, ab = self.use(a)
         bt, bb, shape = self.partner(a)
+        if self.flip():
+            at, ab, bt, bb = bt, bb, at, ab  # the node divides the other operand
         form = self.choice(("{a} / {b}", "{a}.div({b})", "{a} / -{b}"))
         self.emit(form.format(a=at, b=self.positive(bt, bb)), shape, ab / POSITIVE_RANGE[0])
 
@@ -433,9 +436,11 @@ class _Builder:
         a = self.pick()
         at, ab = self.use(a)
         bt, bb, shape = self.partner(a, limit=2.0)
-        base = self.positive(at, ab)
+        base, exponent = self.positive(at, ab), bt
+        if self.flip():  # the node is the exponent of the other operand
+            base, exponent = self.positive(bt, bb), self.use(a, limit=2.0)[0]
         form = self.choice(("{a} ** {b}", "{a}.pow({b})"))
-        self.emit(form.format(a=base, b=bt), shape, max(POSITIVE_RANGE[1] ** 2, POSITIVE_RANGE[0] ** -2))
+        self.emit(form.format(a=base, b=exponent), shape, max(POSITIVE_RANGE[1] ** 2, POSITIVE_RANGE[0] ** -2))
 
     @op("Maximum", "Minimum", "Add")
     def op_maximum(self):
@@ -588,6 +593,15 @@ class _Builder:
         if a is None:
             return False
         at, ab = self.use(a)
+        if self.flip() and self.flip():  # a fresh operand on the left: only the right one needs a gradient
+            k = a.shape[-2] if len(a.shape) > 1 else a.shape[0]
+            shape = (k,) if self.flip() else (self.integer(1, 4), k)
+            lt, lb = self.operand(shape)
+            out = _matmul_shape(shape, a.shape)
+            if out is None:
+                return False
+            self.emit(f"{lt} @ {at}", out, k * lb * ab)
+            return
         k = a.shape[-1]
         how = self.choice(("fresh", "node", "self"))
         b = None
@@ -988,6 +1002,8 @@ class _Builder:
         reduction = self.choice(("mean", "sum", "none"))
         shape = a.shape if reduction == "none" else ()
         bound = (ab + bb) ** 2 * (math.prod(a.shape) if reduction == "sum" else 1)
+        if self.flip():
+            at, bt = bt, at  # the node as the target
         self.emit(f"F.mse_loss({at}, {bt}, reduction={reduction!r})", shape, bound)
 
     @op("Embedding")
