@@ -132,7 +132,7 @@ def main(argv=None):
     print(f"after {steps} steps: whole history {sum(full_times):.1f} s in total, {full_last:.3f} s/step "
           f"at the end, validation perplexity {full_ppl:.2f}; detached (truncated BPTT) "
           f"{sum(cut_times):.1f} s, {cut_last:.3f} s/step at the end, perplexity {cut_ppl:.2f}")
-    print(f"result: steps={steps} full_last_step_s={full_last:.3f} detached_last_step_s={cut_last:.3f} "
+    print(f"result: steps={steps} full_s_per_step={full_last:.3f} detached_s_per_step={cut_last:.3f} "
           f"full_ppl={full_ppl:.3f} detached_ppl={cut_ppl:.3f} peak_rss_mb={peak_rss_mb():.0f}")
 
 
