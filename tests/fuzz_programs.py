@@ -330,15 +330,19 @@ class _Builder:
         self.nodes.extend(nodes)
         return nodes
 
-    def jittered(self, node) -> Node:
-        """node + a fixed jitter of distinct values 0.01 apart or more: exact ties (relu of a
-        relu, max over an expanded axis, std over a broadcast axis) and exact zeros move apart."""
-        text, bound = self.use(node)
+    def jitter(self, shape) -> str:
+        """A constant of distinct values 0.01 apart or more, off the round numbers hypothesis
+        likes to draw (so that x + jitter is not exactly 0 either)."""
         name = f"c{len(self.consts)}"
-        # off the round numbers hypothesis likes to draw, so x + jitter is not exactly 0 either
         grid = np.round(np.arange(-1.0, 1.0, 0.01) + 0.0037, 4)
-        self.consts.append((name, self.rng.choice(grid, node.shape or None, replace=False)))
-        return self.emit(f"{text} + {name}", node.shape, bound + 1)
+        self.consts.append((name, self.rng.choice(grid, shape or None, replace=False)))
+        return name
+
+    def jittered(self, node) -> Node:
+        """node + jitter: exact ties (relu of a relu, max over an expanded axis, std over a
+        broadcast axis) and exact zeros move apart."""
+        text, bound = self.use(node)
+        return self.emit(f"{text} + {self.jitter(node.shape)}", node.shape, bound + 1)
 
     def partner_shape(self, shape):
         """A shape that broadcasts against `shape`: some dims 1, some 1s grown, maybe shorter
@@ -512,9 +516,9 @@ class _Builder:
             p = self.choice((2, 3, 1, 0))
             self.emit(self.choice(("{a} ** {p}", "{a}.pow({p})")).format(a=at, p=p), a.shape, max(ab, 1) ** p)
         else:
-            p = self.choice(("0.5", "-1.5", "2.5", "-1.0", "(1 / 3)"))
+            text, p = self.choice((("0.5", 0.5), ("-1.5", -1.5), ("2.5", 2.5), ("-1.0", -1.0), ("(1 / 3)", 1 / 3)))
             lo, hi = POSITIVE_RANGE
-            self.emit(f"{self.positive(at, ab)} ** {p}", a.shape, max(lo ** eval(p), hi ** eval(p)))
+            self.emit(f"{self.positive(at, ab)} ** {text}", a.shape, max(lo ** p, hi ** p))
 
     @op("Pow")
     def op_rpow(self):
@@ -1046,12 +1050,16 @@ class _Builder:
 
         h, hb = tensor((B, H))
         (w_ih, wib), (w_hh, whb) = tensor((H, I)), tensor((H, H))
-        b_ih, b_hh = (tensor((H,))[0], tensor((H,))[0]) if self.flip() else (None, None)
+        b_ih = b_hh = None
+        if act == "relu" or self.flip():
+            b_ih = tensor((H,))[0]
+            # relu gets a jittered bias, so zero inputs do not put every unit on its kink
+            b_hh = self.jitter((H,)) if act == "relu" else tensor((H,))[0]
         for _ in range(self.integer(1, 3)):
             xt, xb = self.use(x, limit)
             if act == "relu":
                 self.kinks.append(Kink("rnn_relu", (xt, h, w_ih, w_hh, b_ih, b_hh)))
-            bound = 1 if act != "relu" else I * xb * wib + H * hb * whb + 2
+            bound = 1 if act != "relu" else I * xb * wib + H * hb * whb + 3
             step = self.emit(f"RNNCellStep.apply({xt}, {h}, {w_ih}, {w_hh}, {b_ih}, {b_hh}, nonlinearity={act!r})",
                              (B, H), bound)
             h, hb = self.use(step, limit)

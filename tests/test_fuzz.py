@@ -85,6 +85,11 @@ def checked_margin(program, values):
     assume(margin >= MARGIN)
 
 
+def assert_runs_agree(program, got, want, tol, what):
+    assert_agree(program, got[0], want[0], tol, f"{what} value")
+    assert_agree(program, got[1], want[1], tol, f"{what} gradient")
+
+
 @given(program=programs())
 def test_backends_agree_on_every_value_and_gradient(program):
     note(program.source())
@@ -92,14 +97,11 @@ def test_backends_agree_on_every_value_and_gradient(program):
     checked_margin(program, ref64[0])
     for op in program.ops:
         event(f"op {op}")
-    for dtype, ref in ((np.float64, ref64), (np.float32, run(program, np.float32, "numpy"))):
-        fast = run(program, dtype, "numba")
-        tol = TOL[np.dtype(dtype)]
-        name = np.dtype(dtype).name
-        assert_agree(program, fast[0], ref[0], tol, f"{name} value")
-        assert_agree(program, fast[1], ref[1], tol, f"{name} gradient")
-    assert_agree(program, fast[0], ref64[0], TOL_32_VS_64, "float32 value against float64")
-    assert_agree(program, fast[1], ref64[1], TOL_32_VS_64, "float32 gradient against float64")
+    assert_runs_agree(program, run(program, np.float64, "numba"), ref64, TOL[np.dtype(np.float64)], "float64")
+    fast32 = run(program, np.float32, "numba")
+    what = "float32 (DT = np.float32 in the reproducer)"
+    assert_runs_agree(program, fast32, run(program, np.float32, "numpy"), TOL[np.dtype(np.float32)], what)
+    assert_runs_agree(program, fast32, ref64, TOL_32_VS_64, "float32 against float64")
 
 
 @given(program=programs())
@@ -159,6 +161,7 @@ def test_each_op_records_the_functions_it_declares(name):
 @given(program=programs(max_ops=40))
 def test_the_printed_reproducer_is_the_program_that_ran(program):
     ref = run(program, np.float64, "numpy")
+    checked_margin(program, ref[0])  # the script runs gradcheck too
     fast = run(program, np.float64, "numba")
     script = {}
     with contextlib.redirect_stdout(io.StringIO()) as out:
