@@ -147,3 +147,14 @@ def test_batches_are_a_pure_function_of_seed_epoch_index():
     s2 = BatchStream(np.arange(500), 3, 7, "random", seed=5)
     np.testing.assert_array_equal(s1.batch(2, 4)[0], s2.batch(2, 4)[0])
     assert not np.array_equal(s1.batch(0, 0)[0], s1.batch(1, 0)[0])
+
+
+def test_char_encoding_equals_a_lookup_per_character_in_any_token_order():
+    text = "Ünïcode ✓ 𝄞 and ascii\n\ttoo " * 50
+    vocab = Vocab.from_text(text)
+    shuffled = Vocab.from_dict({"tokens": vocab.tokens[::-1], "level": "char", "unk": None})
+    for v in (vocab, shuffled):
+        expect = np.array([v.index[c] for c in text], dtype=np.int64)
+        assert np.array_equal(v.encode(text), expect)
+        assert v.decode(v.encode(text)) == text
+    assert vocab.encode("").shape == (0,)
