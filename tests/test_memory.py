@@ -42,7 +42,9 @@ def corpus(tmp_path_factory):
 
 
 # ============================================================================ training
-WARMUP, STEPS = 100, 1000
+def config(corpus, steps):
+    return charlm.TrainConfig(corpus=corpus, hidden=32, seq_len=16, batch_size=4, steps=steps,
+                              eval_every=0, seed=0)
 
 
 def one_step_graph_bytes(cfg) -> int:
@@ -62,30 +64,26 @@ def one_step_graph_bytes(cfg) -> int:
     tracemalloc.start()
     try:
         start = traced()
-        graph = loss()
+        graph = loss()  # noqa: F841  (alive while measured)
         return traced() - start
     finally:
         tracemalloc.stop()
-        del graph
 
 
-def test_a_thousand_training_steps_keep_memory_flat(corpus):
-    """charlm.train, 1,000 steps with the hidden state carried (and detached) between them."""
-    cfg = charlm.TrainConfig(corpus=corpus, hidden=32, seq_len=16, batch_size=4, steps=STEPS,
-                             eval_every=0, seed=0)
-    graph = one_step_graph_bytes(cfg)
+def training_growth(cfg, warmup: int) -> tuple:
+    """charlm.train(cfg): (traced bytes gained from step `warmup` to the last step, not
+    counting the history records train keeps on purpose; resident bytes gained)."""
     marks = {}
 
     def progress(record, tokens_per_s):
-        if record["step"] in (WARMUP, STEPS):
+        if record["step"] in (warmup, cfg.steps):
             gc.collect()
             marks[record["step"]] = (traced(), resident())
 
     tracemalloc.start()
     try:
         result = charlm.train(cfg, log=lambda message: None, progress=progress)
-        # train keeps one history record (a few floats) per step on purpose; weigh them so
-        # they are not taken for a leak
+        # one record (a few floats) per step: weigh them so they are not taken for a leak
         history = result.pop("history")
         gc.collect()
         before = traced()
@@ -95,18 +93,37 @@ def test_a_thousand_training_steps_keep_memory_flat(corpus):
         per_record = (before - traced()) / n_records
     finally:
         tracemalloc.stop()
+    assert 0 < per_record < 1000, per_record
+    steps = cfg.steps - warmup
+    return (marks[cfg.steps][0] - marks[warmup][0] - steps * per_record,
+            marks[cfg.steps][1] - marks[warmup][1])
 
-    steps = STEPS - WARMUP
-    growth = marks[STEPS][0] - marks[WARMUP][0] - steps * per_record
-    # Measured: 10-13 kB over the 900 steps (interpreter caches), with one step's graph at
-    # `graph` ~ 100 kB. Keeping even one (batch, hidden) float32 array per step, the carried
-    # hidden state say (512 bytes of data plus its header), would add > 500 kB; keeping the
-    # graph of every step (a hidden state that was not detached) would add 900 graphs.
-    assert per_record < 1000, per_record
-    assert growth < 64_000, f"traced memory grew {growth} bytes over {steps} steps (graph {graph} bytes)"
+
+# Measured: 9-13 kB over 900 steps (interpreter caches). Keeping even one (batch, hidden)
+# float32 array per step, the carried hidden state say (512 bytes of data, its header and its
+# Tensor), adds ~780 bytes a step: 700 kB over 900 steps; keeping every step's graph (~120 kB)
+# far more.
+LEAK_MARGIN = 64_000
+
+
+def test_a_thousand_training_steps_keep_memory_flat(corpus):
+    """charlm.train, 1,000 steps with the hidden state carried (and detached) between them."""
+    cfg = config(corpus, steps=1000)
+    graph = one_step_graph_bytes(cfg)
+    growth, resident_growth = training_growth(cfg, warmup=100)
+    assert growth < LEAK_MARGIN, f"traced memory grew {growth:.0f} bytes over 900 steps (graph {graph} bytes)"
     # Resident memory moves with the allocator's free lists and with tracemalloc's own tables
-    # (measured: 0.6-1.3 MB); a tenth of a graph per step would be ~9 MB.
-    assert marks[STEPS][1] - marks[WARMUP][1] < steps * graph / 10, (marks, graph)
+    # (measured: 0.6-1.3 MB); a tenth of a graph per step would be ~10 MB.
+    assert resident_growth < 900 * graph / 10, (resident_growth, graph)
+
+
+def test_a_state_kept_every_step_is_caught(corpus, monkeypatch):
+    """The check above has teeth: keep each step's detached state, as a user's list of them
+    would, and it fails within 250 steps."""
+    kept, detach = [], charlm.detach_state
+    monkeypatch.setattr(charlm, "detach_state", lambda state: kept.append(detach(state)) or kept[-1])
+    growth, _ = training_growth(config(corpus, steps=300), warmup=50)
+    assert growth > LEAK_MARGIN, growth
 
 
 # ============================================================================ one long backward
