@@ -23,7 +23,7 @@ text-like they are.
     python examples/bidirectional.py --quick
 
 Result, default budget (first 300,000 characters of tiny-shakespeare, hidden 128, 300 steps;
-98 s of CPU, 3.6 min of wall time on this 2-core machine while other jobs ran):
+73 s on this 2-core machine while other jobs ran):
 
                    whole windows   last character only   generated words found in the text
     left to right       9.39              9.80                        16%

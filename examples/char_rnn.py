@@ -12,12 +12,13 @@ guessing uniformly over the V characters scores exactly V.
     python examples/char_rnn.py path/to/text.txt --steps 3000 --hidden 512
     python examples/char_rnn.py --quick              # a few seconds: the smoke test
 
-Result, default budget (tiny-shakespeare, hidden 128, 800 steps of 32 x 64 characters; 69 s
-of training on this 2-core machine while other jobs ran, 23,900 tokens/s): validation
-perplexity 7.21 (uniform guessing: 65), and samples such as
+Result, default budget (tiny-shakespeare, hidden 128, 800 steps of 32 x 64 characters):
+validation perplexity 7.21 (uniform guessing: 65); training took 69 s (23,900 tokens/s) in
+one run and 372 s in another on this 2-core machine, depending on what the other jobs on it
+were doing. A sample at temperature 0.8:
 
-    By not it of thim douk leate.
-    No, why heyeland, soull.
+    MENCUTIS:
+    Tay shing I sobly: on grients of her server harif leat should, wherst the klow tor woull,
 """
 from __future__ import annotations
 

@@ -12,7 +12,11 @@ within a fixed, small budget is what the numbers say.
     python examples/deep_rnn.py --layers 1 2 4 --cell gru
     python examples/deep_rnn.py --quick
 
-Result on this 2-core machine (shared with other jobs), default budget: see RESULT below.
+Result, default budget (first 500,000 characters of tiny-shakespeare, tanh RNN, hidden 96,
+300 steps; 53 s on this 2-core machine while other jobs ran), validation perplexity
+(uniform: 63): 1 layer 10.216 (21,567 parameters, 48 ms/step), 2 layers 9.692 (40,191,
+50 ms/step), 3 layers 9.308 (58,815, 72 ms/step). Within one budget of steps, each layer
+helped; the step times are medians and noisy on a shared machine.
 """
 from __future__ import annotations
 

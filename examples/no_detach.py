@@ -18,7 +18,12 @@ one batch. Without it, batch k+1's graph hangs on batch k's, which hangs on batc
     python examples/no_detach.py
     python examples/no_detach.py --quick
 
-Result on this 2-core machine (shared with other jobs), default budget: see RESULT below.
+Result, default budget (hidden 64, batches of 32 x 32; 34 s on this 2-core machine while
+other jobs ran): both literal attempts stop with the errors above. Through the whole history,
+seconds per step (5-step means) grew 0.066, 0.208, 0.266, ... 0.888 as the graph grew to 60
+batches (1,920 time steps), and peak memory 165 -> 195 MB; 29.8 s in total against 2.2 s
+detached (0.038 s/step). Validation perplexity after 60 steps: 26.73 through the whole
+history, 26.67 detached: in this budget the full gradient bought nothing.
 """
 from __future__ import annotations
 

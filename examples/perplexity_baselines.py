@@ -16,8 +16,8 @@ BPTT for a fixed number of steps.
     python examples/perplexity_baselines.py --quick
 
 Result, default budget (tiny-shakespeare, 1,003,855 training and 111,539 validation
-characters; RNN hidden 128, 600 steps; 80 s of CPU, 2.4 min of wall time on this 2-core
-machine while other jobs ran), validation perplexity (bits/char):
+characters; RNN hidden 128, 600 steps; 59 s on this 2-core machine while other jobs ran),
+validation perplexity (bits/char):
 
     uniform            65.000 (6.022)
     unigram, add-0.001 28.426 (4.829)
@@ -26,9 +26,9 @@ machine while other jobs ran), validation perplexity (bits/char):
     5-gram, add-0.01    5.873 (2.554)
     RNN, 600 steps      8.066 (3.012)
 
-Within this budget the RNN lands between the 2-gram and the 3-gram, and the 5-gram, fitted
-by counting in well under a second, beats it: a fair reminder that a short-trained RNN is no
-better than counting. (char_rnn.py's 800 steps reach 7.21.)
+Within this budget the RNN lands between the 2-gram and the 3-gram, and the 5-gram, which
+only counts, beats it: a short-trained RNN is no better than counting. (char_rnn.py's 800
+steps reach 7.21.)
 """
 from __future__ import annotations
 
