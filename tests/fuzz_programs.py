@@ -331,10 +331,10 @@ class _Builder:
         return nodes
 
     def jitter(self, shape) -> str:
-        """A constant of distinct values 0.01 apart or more, off the round numbers hypothesis
-        likes to draw (so that x + jitter is not exactly 0 either)."""
+        """A constant of distinct values in [-1, 1), 0.01 apart (closer only past 200 elements),
+        off the round numbers hypothesis likes to draw (so that x + jitter is not exactly 0)."""
         name = f"c{len(self.consts)}"
-        grid = np.round(np.arange(-1.0, 1.0, 0.01) + 0.0037, 4)
+        grid = np.round(np.linspace(-1.0, 1.0, max(200, 2 * math.prod(shape)), endpoint=False) + 0.0037, 4)
         self.consts.append((name, self.rng.choice(grid, shape or None, replace=False)))
         return name
 
