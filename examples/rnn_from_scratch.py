@@ -4,11 +4,13 @@ No layers, no optimizer class: three weight matrices, a Python loop over time st
 `loss.backward()`. Backpropagation through time is not written anywhere; it emerges from the
 graph the loop records. Hidden state is carried across batches and detached (truncated BPTT).
 
-    python examples/rnn_from_scratch.py                 # built-in corpus, about a minute
+    python examples/rnn_from_scratch.py                 # built-in corpus, a minute or more
     python examples/rnn_from_scratch.py --corpus ../shared/data/tinyshakespeare.txt
     python examples/rnn_from_scratch.py --quick         # a few seconds: the smoke test
 
-Result on this 2-core machine (shared with other jobs), default budget: see RESULT below.
+Result, default budget (built-in corpus, 103 symbols, hidden 128, 1,500 steps of 32 x 32):
+smoothed training perplexity 5.41 (uniform: 103); 84 s in one run and 183 s in another on
+this 2-core machine, depending on the other jobs on it.
 """
 from __future__ import annotations
 
