@@ -162,3 +162,22 @@ def test_cli_train_eval_sample(small_corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     r = _cli("sample", "--checkpoint", str(out / "last.npz"), "--prime", "Ω€", cwd=tmp_path)
     assert r.returncode == 2 and "not in the vocabulary" in r.stderr
+
+
+def test_training_uses_one_blas_thread_for_small_models_unless_the_user_chose(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    for v in charlm._THREAD_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    outside = blas_threads()
+    with charlm.blas_threads_for(256):
+        assert blas_threads() == {1}
+    with charlm.blas_threads_for(1024):
+        assert blas_threads() == outside  # big products: the pool is left as it is
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    before = blas_threads()
+    with charlm.blas_threads_for(256):
+        assert blas_threads() == before  # the user's choice stands
