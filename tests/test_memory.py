@@ -1,6 +1,6 @@
 """Memory stays bounded: across training steps, and inside one long backward pass.
 
-Both tests count bytes with `tracemalloc`, which sees every Python object and every numpy
+The tests count bytes with `tracemalloc`, which sees every Python object and every numpy
 buffer, so a leaked array of a few hundred bytes per step shows up; resident memory
 (/proc/self/statm) is checked too, loosely, because the allocator keeps freed pages around.
 Kernels are loaded and compiled before measuring: importing numba's machinery allocates
