@@ -130,17 +130,11 @@ def test_a_state_kept_every_step_is_caught(corpus, monkeypatch):
 T, B, I, H = 10_000, 16, 8, 32
 
 
-# The same step recorded op by op holds on: the walk follows the recurrent chain h -> h first
-# and leaves each step's other branch (x @ W_ih.T, with its gradient) for the end of the walk,
-# so at step 200 of 2,000 about half the graph is still held. Reported to the lead; strict, so
-# this test turns red (and the marker can go) once the walk frees it.
-LIFO_SIDE_BRANCHES = pytest.mark.xfail(strict=True, raises=AssertionError,
-                                       reason="the backward walk defers per-step side branches")
-
-
 @pytest.mark.parametrize("steps,fused", [
     pytest.param(T, True, id="fused-step"),
-    pytest.param(2_000, False, id="generic-ops", marks=LIFO_SIDE_BRANCHES),
+    # op by op, each step has side branches (x @ W_ih.T, the bias): the walk must finish
+    # them before it moves to the step before, or half the graph stays held to the end
+    pytest.param(2_000, False, id="generic-ops"),
 ])
 def test_backward_frees_each_step_as_it_passes(steps, fused, monkeypatch):
     """An RNNCell unrolled `steps` steps: during backward, memory falls as the walk moves

@@ -7,11 +7,13 @@ Read this file top to bottom to see how autograd works:
 2. `backward` walks that graph from the output back to the leaves *iteratively* (no Python
    recursion, so a 10,000-step unrolled RNN is fine): it counts how many consumers each node
    has, then visits a node only when all its consumers have sent their gradient (Kahn's
-   topological order), sums gradients that arrive along several paths, and reduces each one
-   back to its input's shape in exactly one place (`sum_to`).
+   topological order; among ready nodes the newest first), sums gradients that arrive along
+   several paths, and reduces each one back to its input's shape in exactly one place (`sum_to`).
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import threading
 import traceback
@@ -123,7 +125,7 @@ class Function:
     engine does that in one place.
     """
 
-    __slots__ = ("parents", "needs_input_grad", "saved", "created_at", "versions")
+    __slots__ = ("parents", "needs_input_grad", "saved", "created_at", "versions", "seq")
 
     def forward(self, *args, **kwargs):  # pragma: no cover - interface
         raise NotImplementedError
@@ -165,8 +167,15 @@ class Function:
             # what each input's data was at forward time, checked again at backward
             fn.versions = tuple(a._version if isinstance(a, Tensor) else None for a in args)
             fn.created_at = _user_frame() if anomaly else None
+            fn.seq = next(_creation_order)
             return Tensor._make(out, True, fn)
         return Tensor._make(out, False, None)
+
+
+# Numbers recorded nodes in the order they were made; the walk visits the newest ready node
+# first (as PyTorch's engine does), so one time step's side branches are finished, and their
+# saved arrays freed, before the walk moves on to the step before.
+_creation_order = itertools.count()
 
 
 def describe(args) -> str:
@@ -225,6 +234,7 @@ class OuterGrad:
         self.a, self.b = a, b
 
 
+_LEAF = float("inf")  # a leaf's gradient is final when it becomes ready: accumulate it first
 _OUTER_ROWS = 4096
 # Below this many weight elements stacking the rows costs more than it saves (the copies
 # outweigh the thin GEMMs), so such products are evaluated at once.
@@ -300,9 +310,11 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
     grads = {id(root): seed}
     owned = set()  # ids whose gradient array the walk allocated itself and may update in place
     outer = {}  # id -> OuterGrads waiting to be evaluated in one GEMM
-    ready = [root]
+    # ready nodes, newest first: (-seq, tie-break, tensor); leaves (no seq) come out at once
+    tie = itertools.count()
+    ready = [(0, 0, root)]
     while ready:
-        node = ready.pop()
+        node = heapq.heappop(ready)[2]
         if outer:
             waiting = outer.pop(id(node), None)
             if waiting:
@@ -356,7 +368,7 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
             pending[k] -= 1
             if pending[k] == 0:
                 del pending[k]
-                ready.append(p)
+                heapq.heappush(ready, (-p._ctx.seq if p._ctx is not None else -_LEAF, next(tie), p))
         if not retain_graph:
             # free the saved arrays and the edges as soon as the walk has passed them
             fn.parents = None
