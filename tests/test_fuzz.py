@@ -30,7 +30,7 @@ from fuzz_programs import OPS, programs
 # Distances closer than this to a kink (relu at 0, a tie in max, ...) are too close for the
 # finite differences of gradcheck (eps 1e-6, times how much a leaf moves the kink's input) and
 # for float32 rounding to be sure on which side of the kink a value lies. Jittered kink inputs
-# make this rare: 2-3% of programs fall below it (soaks of 1,000 programs).
+# make this rare: 0.4-0.5% of programs fall below it (soaks of 1,000 programs).
 MARGIN = 1e-4
 
 # |numba - numpy| <= TOL * max(1, max |numpy|) for every node's value and gradient. Both
