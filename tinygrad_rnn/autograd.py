@@ -176,6 +176,7 @@ class Function:
 # first (as PyTorch's engine does), so one time step's side branches are finished, and their
 # saved arrays freed, before the walk moves on to the step before.
 _creation_order = itertools.count()
+_LEAF = float("inf")  # a leaf's gradient is final when it becomes ready: accumulate it first
 
 
 def describe(args) -> str:
@@ -226,7 +227,8 @@ class OuterGrad:
     accumulator; the engine instead stacks the rows of every product that reaches one input
     and does a single GEMM (T=64, B=32, H=1024: 53 ms -> 21 ms, measured). It evaluates them
     when the input is visited, or earlier once `_OUTER_ROWS` rows are waiting, which bounds
-    the memory the waiting factors hold."""
+    the memory the waiting factors hold; products smaller than `_OUTER_MIN_SIZE` elements it
+    evaluates at once."""
 
     __slots__ = ("a", "b")
 
@@ -234,7 +236,6 @@ class OuterGrad:
         self.a, self.b = a, b
 
 
-_LEAF = float("inf")  # a leaf's gradient is final when it becomes ready: accumulate it first
 _OUTER_ROWS = 4096
 # Below this many weight elements stacking the rows costs more than it saves (the copies
 # outweigh the thin GEMMs), so such products are evaluated at once.
