@@ -195,6 +195,9 @@ def test_resume_with_a_different_architecture_or_data_setting_is_refused_naming_
     assert code == 2 and "batch_size=8 (the checkpoint has 4)" in err and "cell='lstm'" in err
     code, _ = _resume(capsys, run, "--eval-every", "2")  # how often to report is not part of the run
     assert code == 0
+    # typed options count even when they equal the defaults (256, "rnn")
+    code, err = _resume(capsys, run, "--hidden", "256", "--cell", "rnn")
+    assert code == 2 and "hidden=256 (the checkpoint has 16)" in err and "cell" not in err.split("asked for:")[1]
 
 
 def test_resume_on_edited_text_with_the_same_vocabulary_says_so(tmp_path, trained, corpus):

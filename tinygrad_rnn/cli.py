@@ -11,9 +11,17 @@ import sys
 from .models import charlm
 
 
-def _add_train(sub):
-    p = sub.add_parser("train", help="train a character (or word) RNN language model")
-    d = charlm.TrainConfig()
+class _NoDefaults:
+    """Stands in for TrainConfig() to build a parser that records only the options typed."""
+
+    def __getattr__(self, name):
+        return argparse.SUPPRESS
+
+
+def _add_train(sub, defaults=None):
+    p = sub.add_parser("train", help="train a character (or word) RNN language model",
+                       argument_default=argparse.SUPPRESS if defaults is not None else None)
+    d = defaults or charlm.TrainConfig()
     p.add_argument("--corpus", default=d.corpus,
                    help="'builtin' (default: CPython's docs, offline), 'shakespeare', 'timemachine' or a UTF-8 file")
     p.add_argument("--level", choices=["char", "word"], default=d.level)
@@ -43,6 +51,14 @@ def _add_train(sub):
     p.set_defaults(func=cmd_train)
 
 
+def _typed_train_options(argv) -> set:
+    """The train options on the command line: a typed `--hidden 256` counts even though it is
+    the default, so `--resume` can refuse it when the run was trained with another size."""
+    ap = argparse.ArgumentParser(add_help=False)
+    _add_train(ap.add_subparsers(dest="command"), defaults=_NoDefaults())
+    return set(vars(ap.parse_known_args(argv)[0])) - {"command", "func"}
+
+
 def cmd_train(args) -> int:
     fields = {f.name for f in dataclasses.fields(charlm.TrainConfig)}
     cfg = charlm.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -65,7 +81,8 @@ def cmd_train(args) -> int:
                             tok_s=f"{tok_s:,.0f}", grad=f"{record['grad_norm']:.2f}")
 
     try:
-        result = charlm.train(cfg, log=log, progress=progress)
+        typed = getattr(args, "typed_options", None)
+        result = charlm.train(cfg, log=log, progress=progress, asked=None if typed is None else typed & fields)
     except charlm.TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -257,6 +274,8 @@ def main(argv=None) -> int:
     _add_gradcheck(sub)
     _add_profile(sub)
     args = ap.parse_args(argv)
+    if args.command == "train":
+        args.typed_options = _typed_train_options(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except (KeyError, ValueError, FileNotFoundError) as e:

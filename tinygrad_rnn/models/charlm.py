@@ -419,11 +419,13 @@ _RESUME_BUDGET = ("steps", "epochs", "out", "resume")
 _RESUME_MAY_CHANGE = ("corpus", "eval_every", "sample_every", "sample_len")
 
 
-def _resume_config(cfg: TrainConfig, saved: TrainConfig, path) -> TrainConfig:
-    """The checkpoint's config with the budget of `cfg`. A field of `cfg` that differs from
-    TrainConfig's default counts as asked for: a conflicting one is refused, naming it."""
-    default = TrainConfig()
-    asked = {f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != getattr(default, f.name)}
+def _resume_config(cfg: TrainConfig, saved: TrainConfig, path, asked=None) -> TrainConfig:
+    """The checkpoint's config with the budget of `cfg`. The fields in `asked` (by default,
+    those of `cfg` that differ from TrainConfig's defaults) count as asked for: a conflicting
+    one is refused, naming it."""
+    if asked is None:
+        default = TrainConfig()
+        asked = {f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != getattr(default, f.name)}
     conflicts = [f"{n}={getattr(cfg, n)!r} (the checkpoint has {getattr(saved, n)!r})" for n in sorted(asked)
                  if n not in _RESUME_BUDGET + _RESUME_MAY_CHANGE and getattr(cfg, n) != getattr(saved, n)]
     if conflicts:
@@ -501,15 +503,16 @@ def _restore_optimizer(opt, arrays: dict, meta: dict, path) -> None:
                                          f"{type(e).__name__}: {e}") from e
 
 
-def train(cfg: TrainConfig, log=print, progress=None) -> dict:
+def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
     """Train per `cfg`; returns {"history": [...], "val": {...}, "steps", "tokens_per_s", ...}.
 
     With `cfg.out`, a checkpoint `last.npz` is written atomically at every evaluation and at
     the end; `cfg.resume` continues from it exactly (parameters, optimizer, RNG, data position
     and carried hidden state), so an interrupted run reproduces the uninterrupted loss curve.
     On resume only the budget (steps/epochs), the corpus path and the reporting options may
-    change; other fields that differ from TrainConfig's defaults must match the checkpoint,
-    and the corpus must give the same vocabulary.
+    change; other fields that were asked for (`asked`, a set of field names such as the CLI's
+    typed options; by default the fields that differ from TrainConfig's defaults) must match
+    the checkpoint, and the corpus must give the same vocabulary.
 
     SIGINT (Ctrl-C) or SIGTERM while the loop runs finishes the current step, writes the
     checkpoint and raises `TrainingInterrupted`; the signal handlers in place before are
@@ -528,7 +531,7 @@ def train(cfg: TrainConfig, log=print, progress=None) -> dict:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         resumed = _read_run(ckpt_path, needs=("config", "vocab", "step", "position", "rng", "optimizer", "history"))
-        cfg = _resume_config(cfg, resumed[2], ckpt_path)
+        cfg = _resume_config(cfg, resumed[2], ckpt_path, asked)
     if out_dir is not None:
         _prepare_out_dir(out_dir, log)
 
