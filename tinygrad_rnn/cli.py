@@ -161,7 +161,7 @@ def _add_graph(sub):
     p.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="rnn")
     p.add_argument("--input", type=int, default=3, help="input size (also the head's output size)")
     p.add_argument("--hidden", type=int, default=4)
-    p.add_argument("--out", default=".", help="directory for rnn_graph.dot (and .svg/.png)")
+    p.add_argument("--out", default=".", help="directory for CELL_graph.dot (and .svg/.png), CELL being --cell")
     p.add_argument("--format", choices=["svg", "png"], default="svg")
     p.set_defaults(func=cmd_graph)
 
