@@ -189,7 +189,7 @@ class Tensor:
 
     def zero_(self) -> "Tensor":
         self._data[...] = 0
-        self._version += 1
+        self._mark_modified()
         return self
 
     # ------------------------------------------------------------------ dtype
