@@ -124,6 +124,28 @@ def bench_matmul_paths(quick: bool) -> None:
           ["path", "µs per call", "vs numpy", "overhead µs", "GFLOP/s"], rows)
 
 
+def bench_transposed_weight(quick: bool) -> None:
+    """kernels/matmul.py computes a thin `h @ W.T` as `(W @ h.T).T` plus a copy; this is the
+    measurement behind where it does so (time of the swap / time of the direct call)."""
+    rng = np.random.default_rng(0)
+    number, repeat = (5, 3) if quick else (20, 5)
+    dims = (65, 128, 256, 512, 1024)
+    rows = []
+    for m in (1, 8, 32, 64):
+        for k in dims:
+            cells = []
+            for n in dims:
+                h = rng.standard_normal((m, k)).astype(np.float32)
+                w = rng.standard_normal((n, k)).astype(np.float32)
+                direct = per_call(lambda: np.matmul(h, w.T), number, repeat)
+                swapped = per_call(lambda: np.ascontiguousarray(np.matmul(w, h.T).T), number, repeat)
+                cells.append(f"{swapped / direct:.2f}")
+            rows.append([str(m), str(k)] + cells)
+    table("(b') h (m, k) @ W.T (k, n) float32: time of (W @ h.T).T + copy / time of np.matmul(h, W.T)",
+          ["m", "k"] + [f"n={n}" for n in dims], rows)
+
+
+
 # ----------------------------------------------------------------------------- (c) GFLOP/s
 
 
@@ -303,6 +325,7 @@ def main() -> None:
     t0 = time.perf_counter()
     bench_small_ops(args.quick)
     bench_matmul_paths(args.quick)
+    bench_transposed_weight(args.quick)
     bench_matmul_gflops(args.quick)
     bench_compile_and_import(args.quick)
     print(f"\nCPU busy at the end: {busy_fraction():.0%}; total {time.perf_counter() - t0:.0f} s")

@@ -510,6 +510,20 @@ def test_loop_matmuls_beyond_one_block(name, dtype):
     assert_matches(fast(*args), reference(*args), dtype, matmul_scale(form)(args), name)
 
 
+
+@DTYPES
+@pytest.mark.parametrize("rows", [7, 8, 17, 32, 33])
+@pytest.mark.parametrize("k, n", [(256, 256), (300, 257), (1024, 256), (256, 65), (65, 1024)])
+def test_matmul_with_a_transposed_weight_is_numpys_bit_for_bit(rows, k, n, dtype):
+    # matmul computes thin h @ W.T as (W @ h.T).T inside its measured window (kernels/matmul.py);
+    # the fused RNN step and the op-by-op graph both rely on it giving numpy's exact bits
+    rng = np.random.default_rng(5)
+    h = rng.standard_normal((rows, k)).astype(dtype)
+    w = rng.standard_normal((n, k)).astype(dtype)
+    fast = pair("matmul")[0](h, w.T)
+    np.testing.assert_array_equal(fast, np.matmul(h, w.T))
+    assert fast.flags.c_contiguous and fast.dtype == dtype
+
 # ============================================================================ bookkeeping
 def test_every_kernel_pair_has_a_row_in_the_table():
     assert PAIRS, "kernel_pairs() is empty"

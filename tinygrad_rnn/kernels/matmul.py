@@ -45,7 +45,23 @@ def matmul_ref(a, b):
 
 
 # BLAS wins by measurement; see the module docstring.
-matmul = matmul_ref
+def matmul(a, b):
+    """np.matmul, except for the recurrent step's shape: a few rows times a transposed weight."""
+    if (a.ndim == 2 and b.ndim == 2 and _SWAP_ROWS[0] <= a.shape[0] <= _SWAP_ROWS[1]
+            and b.shape[0] >= _SWAP_MIN_DIM and b.shape[1] >= _SWAP_MIN_DIM
+            and a.flags.c_contiguous and b.flags.f_contiguous and not b.flags.c_contiguous):
+        # h @ W.T, as every RNN step and nn.Linear write it: this OpenBLAS packs the big
+        # transposed W slowly, so compute (W @ h.T).T (W untransposed) and copy the thin result
+        # back to C order. Same products, same sums: bit-identical results (tests/test_kernels.py).
+        return np.ascontiguousarray(np.matmul(b.T, a.T).T)
+    return np.matmul(a, b)
+
+
+# Where the swap measured faster (benchmarks/overhead.py, table (b')): 8 to 32 rows, both weight
+# sides >= 256: 0.55-0.91x the time of the direct call. With 64+ rows or a weight side of
+# 65-128 it was up to 2.3x slower (the transposing copy of the result dominates).
+_SWAP_ROWS = (8, 32)
+_SWAP_MIN_DIM = 256
 
 
 def matmul_loop_ref(a, b):
