@@ -323,26 +323,40 @@ def verify_gradients(tol: float = 1e-9) -> dict:
 # ----------------------------------------------------------------------------- timing
 
 
-def run_interleaved(rows: list, warmup: int, steps: int, budget: float, min_steps: int) -> tuple[dict, dict]:
-    """Seconds per step for every row, round-robin; the order rotates each repetition so no row
-    always runs right after the same neighbour. Past `budget` seconds, stops as soon as
-    `min_steps` timed repetitions are in (a loaded machine can make steps 100x slower)."""
+def run_interleaved(rows: list, warmup: int, steps: int, budget: float, min_steps: int,
+                    pause: float = 0.0, block: int = 1) -> tuple[dict, dict]:
+    """Seconds per step for every row. Rows take turns in blocks of `block` consecutive steps,
+    each step timed on its own; the order rotates each round so no row always follows the same
+    neighbour. Past `budget` seconds, stops as soon as `min_steps` timed steps are in per row (a
+    loaded machine can make steps 100x slower).
+
+    `pause` seconds of sleep (off the clock) before each block let the previous row's worker
+    threads go idle. OpenBLAS's threads keep spinning for ~0.1 s after a call, and PyTorch's
+    OpenMP threads for a while too: a torch step started 0, 10, 50, 100, 200 ms after numpy's
+    GEMMs took 113, 109, 68, 18, 15 ms at H=256 (measured here), so timing the libraries
+    step-by-step interleaved without a pause mostly timed the fight between their thread pools."""
     times = {r.name: [] for r in rows}
     first_loss = {}
     t_end = time.perf_counter() + budget
-    for rep in range(warmup + steps):
-        if rep >= warmup + min_steps and time.perf_counter() > t_end:
+    done, rnd = 0, 0
+    while done < warmup + steps:
+        if done >= warmup + min_steps and time.perf_counter() > t_end:
             break
-        k = rep % len(rows)
+        n = block if done >= warmup else warmup
+        k = rnd % len(rows)
         for r in rows[k:] + rows[:k]:
+            if pause:
+                time.sleep(pause)
             r.before()
-            t0 = time.perf_counter()
-            loss = r.step()
-            dt = time.perf_counter() - t0
+            for _ in range(n):
+                t0 = time.perf_counter()
+                loss = r.step()
+                dt = time.perf_counter() - t0
+                first_loss.setdefault(r.name, loss)
+                if done >= warmup:
+                    times[r.name].append(dt)
             r.after()
-            first_loss.setdefault(r.name, loss)
-            if rep >= warmup:
-                times[r.name].append(dt)
+        done, rnd = done + n, rnd + 1
     return times, first_loss
 
 
@@ -351,17 +365,18 @@ def default_steps(hidden: int) -> int:
     return 80 if hidden <= 64 else 50 if hidden <= 256 else 25
 
 
-def bench_hidden(hidden: int, steps: int, warmup: int, threads: int, torch_ok: bool, budget: float) -> dict:
+def bench_hidden(hidden: int, steps: int, warmup: int, threads: int, torch_ok: bool, budget: float,
+                 pause: float = 0.0, block: int = 1) -> dict:
     x, y = make_data(SEQ, BATCH, VOCAB)
     w = make_weights(hidden, VOCAB)
     rows = [TinygradStep(w, x, y), TinygradStep(w, x, y, backend="numpy"), NumpyBPTT(w, x, y), GemmsOnly(w, x, y)]
     if torch_ok:
         rows += [TorchStep(w, x, y, threads=threads), TorchStep(w, x, y, threads=threads, fused=True)]
-    times, first_loss = run_interleaved(rows, warmup, steps, budget, min(steps, MIN_STEPS))
+    times, first_loss = run_interleaved(rows, warmup, steps, budget, min(steps, MIN_STEPS), pause, block)
     steps = len(times[rows[0].name])
     tokens = SEQ * BATCH
     base = tokens / statistics.median(times[rows[0].name])
-    result = {"hidden": hidden, "steps": steps, "warmup": warmup, "rows": {}}
+    result = {"hidden": hidden, "steps": steps, "warmup": warmup, "pause_s": pause, "block": block, "rows": {}}
     table = []
     for r in rows:
         ts = sorted(times[r.name])
@@ -378,8 +393,9 @@ def bench_hidden(hidden: int, steps: int, warmup: int, threads: int, torch_ok: b
     losses = [v for v in first_loss.values() if not np.isnan(v)]
     result["first_loss_spread"] = max(losses) - min(losses)
 
-    print(f"\nH={hidden}  (V={VOCAB}, B={BATCH}, T={SEQ}, float32; median of {steps} interleaved steps "
-          f"after {warmup} warm-up; threads: {threads})")
+    print(f"\nH={hidden}  (V={VOCAB}, B={BATCH}, T={SEQ}, float32; median of {steps} steps, rows "
+          f"interleaved in turns of {block} after {warmup} warm-up, {pause:g} s pause between turns; "
+          f"threads: {threads})")
     print_table(["variant", "median ms", "min ms", "IQR", "tokens/s", f"vs {TG}"], table)
     print(f"  GEMMs alone run at {gemm['gflops']:.1f} GFLOP/s; first-step losses agree to "
           f"{result['first_loss_spread']:.1e} across rows")
@@ -521,6 +537,11 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=60.0,
                     help="seconds per H after which timing stops once 20 steps are in (default 60)")
     ap.add_argument("--threads", type=int, help="threads for BLAS and torch (default: the CPUs we may use)")
+    ap.add_argument("--pause", type=float,
+                    help="seconds of sleep before each row's turn, so the previous row's spinning "
+                         "BLAS/OpenMP threads go idle (default 0.25; 0 with --quick)")
+    ap.add_argument("--block", type=int,
+                    help="consecutive timed steps per row's turn (default 5; 1 with --quick)")
     ap.add_argument("--no-torch", action="store_true", help="leave out the PyTorch rows")
     ap.add_argument("--json", metavar="PATH", help="also write every number to PATH")
     args = ap.parse_args(argv)
@@ -532,6 +553,8 @@ def main(argv=None) -> int:
     threads = args.threads or detect_threads()
     hidden = args.hidden or ([64] if args.quick else [64, 256, 1024])
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    pause = args.pause if args.pause is not None else (0.0 if args.quick else 0.25)
+    block = args.block or (1 if args.quick else 5)
 
     torch_ok, torch_note = False, ""
     if not args.no_torch:
@@ -561,7 +584,7 @@ def main(argv=None) -> int:
                "gradient_check_max_rel_err": worst, "hidden": {}}
     for h in hidden:
         steps = args.steps or (3 if args.quick else default_steps(h))
-        results["hidden"][str(h)] = bench_hidden(h, steps, warmup, threads, torch_ok, args.budget)
+        results["hidden"][str(h)] = bench_hidden(h, steps, warmup, threads, torch_ok, args.budget, pause, block)
     results["startup"] = bench_startup(args.quick)
     results["memory"] = bench_memory(100 if args.quick else 1000, 256)
     results["config"]["load_after"] = os.getloadavg()
