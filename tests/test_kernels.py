@@ -212,6 +212,21 @@ def matmul_scale(form):
     return scale
 
 
+@st.composite
+def rnn_preact_args(draw, dtype):
+    b, i, h = draw(dims), draw(dims), draw(dims)
+    x, hh = draw(matrix(dtype, shape=(b, i))), draw(matrix(dtype, shape=(b, h)))
+    w_ih, w_hh = draw(matrix(dtype, shape=(h, i))), draw(matrix(dtype, shape=(h, h)))
+    if draw(st.booleans()):
+        return x, hh, w_ih, w_hh, None, None
+    return x, hh, w_ih, w_hh, draw(matrix(dtype, shape=(h,))), draw(matrix(dtype, shape=(h,)))
+
+
+def rnn_preact_scale(args):
+    x, h, w_ih, w_hh, b_ih, b_hh = (None if a is None else np.abs(a) for a in args)
+    s = x @ w_ih.T + h @ w_hh.T
+    return s if b_ih is None else s + b_ih + b_hh
+
 # --- optimizer steps: (arrays updated in place..., hyperparameters)
 @st.composite
 def optim_args(draw, dtype, kind):
@@ -275,6 +290,7 @@ CASES = {
     "gather_rows": Case(gather_args),
     "scatter_add_rows": Case(scatter_args, lambda a: ref("scatter_add_rows")(np.abs(a[0]), a[1], a[2])),
     "matmul": Case(lambda dt: matmul_args(dt, "nn"), matmul_scale("nn")),
+    "rnn_preact": Case(rnn_preact_args, rnn_preact_scale),
     "matmul_loop": Case(lambda dt: matmul_args(dt, "nn"), matmul_scale("nn")),
     "matmul_nt_loop": Case(lambda dt: matmul_args(dt, "nt"), matmul_scale("nt")),
     "matmul_tn_loop": Case(lambda dt: matmul_args(dt, "tn"), matmul_scale("tn")),
@@ -522,6 +538,22 @@ def test_matmul_with_a_transposed_weight_is_numpys_bit_for_bit(rows, k, n, dtype
     w = rng.standard_normal((n, k)).astype(dtype)
     fast = pair("matmul")[0](h, w.T)
     np.testing.assert_array_equal(fast, np.matmul(h, w.T))
+    assert fast.flags.c_contiguous and fast.dtype == dtype
+
+
+@DTYPES
+@pytest.mark.parametrize("batch", [1, 8, 32, 64, 65])
+@pytest.mark.parametrize("inp, hidden", [(65, 64), (65, 100), (65, 256), (256, 300), (65, 1024)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_rnn_preact_is_the_reference_bit_for_bit(batch, inp, hidden, bias, dtype):
+    # the fused Elman step (ops/rnn.py) must give the op-by-op graph's exact numbers, so the
+    # transposed products inside rnn_preact may not change a single bit
+    rng = np.random.default_rng(6)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    args = (r(batch, inp), r(batch, hidden), r(hidden, inp), r(hidden, hidden),
+            r(hidden) if bias else None, r(hidden) if bias else None)
+    fast = pair("rnn_preact")[0](*args)
+    np.testing.assert_array_equal(fast, ref("rnn_preact")(*args))
     assert fast.flags.c_contiguous and fast.dtype == dtype
 
 # ============================================================================ bookkeeping

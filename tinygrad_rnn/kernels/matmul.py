@@ -47,12 +47,14 @@ def matmul_ref(a, b):
 # BLAS wins by measurement; see the module docstring.
 def matmul(a, b):
     """np.matmul, except for the recurrent step's shape: a few rows times a transposed weight."""
-    if (a.ndim == 2 and b.ndim == 2 and _SWAP_ROWS[0] <= a.shape[0] <= _SWAP_ROWS[1]
+    if (a.dtype == np.float32 and b.dtype == np.float32 and a.ndim == 2 and b.ndim == 2
+            and _SWAP_ROWS[0] <= a.shape[0] <= _SWAP_ROWS[1]
             and b.shape[0] >= _SWAP_MIN_DIM and b.shape[1] >= _SWAP_MIN_DIM
             and a.flags.c_contiguous and b.flags.f_contiguous and not b.flags.c_contiguous):
         # h @ W.T, as every RNN step and nn.Linear write it: this OpenBLAS packs the big
         # transposed W slowly, so compute (W @ h.T).T (W untransposed) and copy the thin result
-        # back to C order. Same products, same sums: bit-identical results (tests/test_kernels.py).
+        # back to C order. Same products, same sums: bit-identical results (tests/test_kernels.py)
+        # in float32; in float64 a sweep found last-bit differences at odd sizes (H = 100, 300).
         return np.ascontiguousarray(np.matmul(b.T, a.T).T)
     return np.matmul(a, b)
 
@@ -128,3 +130,29 @@ def matmul_tn_loop(a, g):
             for j in range(m):
                 out[p, j] += aip * g[i, j]
     return out
+
+
+# --- an Elman step's pre-activation: x @ w_ih.T + h @ w_hh.T (+ (b_ih + b_hh))
+def rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh):
+    pre = np.matmul(x, w_ih.T) + np.matmul(h, w_hh.T)
+    return pre if b_ih is None else pre + (b_ih + b_hh)
+
+
+def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh):
+    """The reference's sums on the transposed problem, pre.T = w_ih @ x.T + w_hh @ h.T: with a
+    batch of at most `_PREACT_SWAP_ROWS` rows both products then read their weight untransposed,
+    which this OpenBLAS runs 1.2-1.9x faster (table (b') of benchmarks/overhead.py, "swapF"), and
+    only the finished sum is copied back to row order. Same products, same additions in the same
+    order: bit-identical to the reference in float32 for every batch 1-128 and size swept
+    (tests/test_kernels.py). float64 keeps the reference: there OpenBLAS's transposed products
+    differed in the last bit at odd sizes (H = 100, 300), and float64 is for checking, not speed."""
+    if x.shape[0] > _PREACT_SWAP_ROWS or x.dtype != np.float32 or w_hh.dtype != np.float32:
+        return rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh)
+    pre_t = np.matmul(w_ih, x.T)
+    pre_t += np.matmul(w_hh, h.T)
+    if b_ih is not None:
+        pre_t += (b_ih + b_hh)[:, None]
+    return np.ascontiguousarray(pre_t.T)
+
+
+_PREACT_SWAP_ROWS = 64

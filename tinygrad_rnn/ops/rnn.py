@@ -41,11 +41,7 @@ class RNNCellStep(Function):
             raise ValueError(f"expected x (B, I), h (B, H), w_ih (H, I), w_hh (H, H); got x {x.shape}, "
                              f"h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
         act, grad_kernel = ACTIVATIONS[nonlinearity]
-        pre = K.matmul(x, w_ih.T)
-        pre += K.matmul(h, w_hh.T)
-        if b_ih is not None:
-            pre += b_ih + b_hh
-        out = act(pre)
+        out = act(K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh))
         self.saved = (x, h, w_ih, w_hh, out, grad_kernel)
         return out
 
