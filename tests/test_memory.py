@@ -190,3 +190,60 @@ def test_backward_frees_each_step_as_it_passes(steps, fused, monkeypatch):
         assert held[k] - start <= expected + slack, (
             f"at step {k}, {held[k] - start} bytes held, expected at most {expected:.0f} + {slack}")
     assert after - start < 64_000, f"{after - start} bytes left after backward"
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-step", "generic-ops"])
+def test_stacked_hidden_states_are_held_once(fused, monkeypatch):
+    """A char-RNN stacks its T hidden states for the output layer while the graph still holds
+    each of them for BPTT; `stack` points the states at the stacked rows (share_storage), so
+    the graph keeps one copy. Op by op, the states the next step's matmul saved stay alive
+    there (only the producers are re-pointed): one copy more, still correct."""
+    monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
+    steps, batch, hidden = 300, 16, 64
+    tg.manual_seed(0)
+    cell = nn.RNNCell(I, hidden)
+    xs = np.random.default_rng(1).standard_normal((steps, batch, I)).astype(np.float32)
+    cell(tg.Tensor(xs[0])).sum().backward()
+    cell.zero_grad()
+    states = steps * batch * hidden * 4
+    gc.collect()
+    tracemalloc.start()
+    try:
+        h, outs = None, []
+        for t in range(steps):
+            h = cell(tg.Tensor(xs[t]), h)
+            outs.append(h)
+        before = traced()
+        hs = tg.stack(outs)
+        gc.collect()
+        grown = traced() - before
+    finally:
+        tracemalloc.stop()
+    if fused:
+        assert grown < 0.05 * states, f"stack added {grown / states:.2f}x the states' bytes"
+        assert all(np.shares_memory(o.data, hs.data) for o in outs)
+    else:
+        assert grown > 0.9 * states  # the matmuls' saved copies keep the originals
+    assert all(np.array_equal(o.data, hs.data[t]) for t, o in enumerate(outs))
+
+
+def test_sharing_stacked_storage_changes_no_gradient(monkeypatch):
+    def grads():
+        tg.manual_seed(0)
+        cell, head = nn.RNNCell(I, H), nn.Linear(H, 5)
+        xs = np.random.default_rng(2).standard_normal((40, B, I)).astype(np.float32)
+        h, outs = None, []
+        for t in range(40):
+            h = cell(tg.Tensor(xs[t]), h)
+            outs.append(h)
+        hs = tg.stack(outs)
+        sharing = np.shares_memory(outs[0].data, hs.data)
+        F.cross_entropy(head(hs.reshape(-1, H)), np.arange(40 * B) % 5).backward()
+        return sharing, [p.grad.data for p in list(cell.parameters()) + list(head.parameters())]
+
+    sharing, shared = grads()
+    monkeypatch.setattr(tg.functional, "share_storage", lambda tensors, rows: None)
+    not_sharing, separate = grads()
+    assert sharing and not not_sharing
+    for a, b in zip(shared, separate):
+        np.testing.assert_array_equal(a, b)

@@ -199,6 +199,32 @@ def check_same_dtype(op: str, *arrays) -> None:
         raise ShapeError(f"{op}: dtype mismatch ({names}); cast one side with .float() or .double()")
 
 
+
+def share_storage(tensors, rows: np.ndarray) -> None:
+    """`rows[i]` holds a copy of `tensors[i]`'s values (what `stack` just made): point each
+    recorded tensor, and the nodes among their producers that saved its array, at that row, so
+    the originals can be freed. A sequence model stacks its T hidden states for the output
+    layer while the graph still holds every one of them for BPTT; sharing halves that memory
+    (tests/test_memory.py). Values are equal, so nothing a backward computes changes. Leaves
+    keep their arrays: the user owns those. An array some other node also saved (an LSTM's h
+    feeds a matmul outside this set) stays alive there: correct, just not freed."""
+    new_for = {}
+    for t, row in zip(tensors, rows):
+        old = t._data
+        if t._ctx is not None and old.base is None and old.shape == row.shape and old.dtype == row.dtype:
+            new_for[id(old)] = row
+            t._data = row
+    if not new_for:
+        return
+    for t in tensors:
+        fn = t._ctx
+        if fn is not None and fn.saved is not None:
+            saved = fn.saved
+            if type(saved) is tuple:
+                fn.saved = tuple(new_for.get(id(a), a) if type(a) is np.ndarray else a for a in saved)
+            elif type(saved) is np.ndarray:
+                fn.saved = new_for.get(id(saved), saved)
+
 # ----------------------------------------------------------------------------- the walk
 class SliceGrad:
     """A gradient that is zero except at `index`: what `x[index]` sends back to `x`.

@@ -9,6 +9,7 @@ from . import rng
 from .ops import elementwise as _E
 from .ops import movement as _V
 from .ops import nn as _N
+from .autograd import share_storage
 from .tensor import Tensor, _norm_dim, _operand
 
 
@@ -29,7 +30,11 @@ concatenate = cat
 
 def stack(tensors, dim=0) -> Tensor:
     ts = _tensors(tensors, "stack")
-    return _V.Stack.apply(*ts, dim=_norm_dim(dim, ts[0].ndim + 1, "stack"))
+    dim = _norm_dim(dim, ts[0].ndim + 1, "stack")
+    out = _V.Stack.apply(*ts, dim=dim)
+    if dim == 0 and out._ctx is not None:
+        share_storage(ts, out._data)  # the graph keeps one copy of the stacked states, not two
+    return out
 
 
 def where(condition, a, b) -> Tensor:
