@@ -641,7 +641,7 @@ class _Builder:
         form = self.choice(("{a} @ {b}", "{a}.matmul({b})", "tg.matmul({a}, {b})"))
         self.emit(form.format(a=at, b=bt), shape, k * ab * bb)
 
-    @op("MatMul", "Permute", "Add", "Reshape")
+    @op("Linear", "Reshape")
     def op_linear(self):
         x = self.pick(lambda n: len(n.shape) >= 1)
         if x is None:

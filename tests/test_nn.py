@@ -242,6 +242,33 @@ def test_linear_matches_numpy_for_1d_2d_3d_inputs():
     assert nn.Linear(4, 3, bias=False)(tg.ones(2, 4)).shape == (2, 3)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows", [1, 5, 32, 2048])
+def test_linear_is_one_node_with_the_op_by_op_numbers(rows, bias, dtype):
+    """F.linear on rows records one `Linear` node; its values and gradients are those of
+    x @ w.T + b recorded as three ops, bit for bit."""
+    rng = np.random.default_rng(rows)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in ((rows, 256), (65, 256), (65,))][:3 if bias else 2]
+
+    def run(fused):
+        x, w, *b = (Tensor(a, requires_grad=True) for a in arrays)
+        y = F.linear(x, w, *b) if fused else (x @ w.T + b[0] if b else x @ w.T)
+        assert (type(y._ctx).__name__ == "Linear") == fused
+        (y * y).sum().backward()
+        return [y.data] + [t.grad.data for t in (x, w, *b)]
+
+    for a, b in zip(run(True), run(False)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_linear_names_itself_and_the_shapes_it_cannot_combine():
+    with pytest.raises(ValueError, match=r"Linear.*weight \(3, 5\)"):
+        F.linear(Tensor(np.ones((2, 4))), Tensor(np.ones((3, 5))))
+    with pytest.raises(ValueError, match=r"Linear.*bias \(4,\)"):
+        F.linear(Tensor(np.ones((2, 5))), Tensor(np.ones((3, 5))), Tensor(np.ones(4)))
+
 def test_default_initialisations():
     tg.manual_seed(0)
     lin = nn.Linear(400, 300)

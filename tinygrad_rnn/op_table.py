@@ -144,6 +144,12 @@ def matmul_case(draw, ndims):
     return (a, b), {}
 
 
+@st.composite
+def linear_case(draw, bias):
+    """x (n, in), weight (out, in) and, with `bias`, bias (out,); sizes may be 0."""
+    n, k, m = (draw(st.integers(0, 4)) for _ in range(3))
+    return ((n, k), (m, k)) + (((m,),) if bias else ()), {}
+
 def batched_matmul(signature):
     return hnp.mutually_broadcastable_shapes(signature=signature, max_dims=2, min_side=0,
                                              max_side=3).map(lambda b: (b.input_shapes, {}))
@@ -562,6 +568,8 @@ OPS = [
     op("cross_entropy_NCd", tg_cross_entropy, np_cross_entropy, shapes=cross_entropy_case("(N,C,d)")),
     op("embedding", lambda w, indices: F.embedding(indices, w), lambda w, indices: w[indices],
        shapes=embedding_case()),
+    op("linear", F.linear, lambda x, w, b: x @ w.T + b, 3, shapes=linear_case(True)),
+    op("linear_no_bias", F.linear, lambda x, w: x @ w.T, 2, shapes=linear_case(False)),
     op("one_hot_matmul", lambda w, indices: F.one_hot(indices, w.shape[0], dtype=w.dtype) @ w,
        lambda w, indices: np.eye(w.shape[0])[indices] @ w, shapes=one_hot_case()),
     op("dropout_p0", lambda x, training: F.dropout(x, 0.0, training), lambda x, training: x,

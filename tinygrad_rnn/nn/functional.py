@@ -1,7 +1,8 @@
 """PyTorch-style `nn.functional`: the stateless neural-network ops.
 
-`linear`, `nll_loss` and `mse_loss` are composed from existing ops, so their gradients come
-from the graph like everything else."""
+`nll_loss` and `mse_loss` are composed from existing ops, so their gradients come from the
+graph like everything else. `linear` on a batch of rows is one node (ops/matmul.py `Linear`)
+with the same arithmetic as its three ops; other shapes go through `@` and `+`."""
 import numpy as np
 
 from ..functional import (  # noqa: F401
@@ -15,6 +16,7 @@ from ..functional import (  # noqa: F401
     softmax,
     tanh,
 )
+from ..ops import matmul as _M
 from ..tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -25,6 +27,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if input.ndim > 2:  # fold leading dims into one batch: a single 2-D matmul, not a batched one
         lead = input.shape[:-1]
         return linear(input.reshape(-1, input.shape[-1]), weight, bias).reshape(*lead, weight.shape[0])
+    if input.ndim == 2 and weight.ndim == 2:
+        return _M.Linear.apply(input, weight, bias) if bias is not None else _M.Linear.apply(input, weight)
     out = input @ weight.T
     return out if bias is None else out + bias
 
