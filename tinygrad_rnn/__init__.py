@@ -4,6 +4,7 @@ Where to look first: `tensor.py` (the Tensor), `autograd.py` (Function and the b
 `ops/` (each op's forward and backward side by side), `kernels/` (numba kernels with a numpy
 reference beside each).
 """
+from . import _malloc  # noqa: F401  (freed arrays stay in malloc for reuse; see _malloc.py)
 from .tensor import (  # noqa: F401  (tensor first: it pulls in autograd and the ops)
     RemovableHandle,
     Tensor,

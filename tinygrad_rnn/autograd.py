@@ -20,6 +20,7 @@ import traceback
 
 import numpy as np
 
+from .kernels import K
 from .tensor import Tensor
 
 
@@ -141,14 +142,18 @@ class Function:
     def apply(cls, *args, **kwargs) -> Tensor:
         fn = object.__new__(cls)
         fn.saved = ()
-        # one pass over the inputs: their arrays, and whether any of them wants a gradient
-        arrays, wants_grad = [], False
+        # one pass over the inputs: their arrays, which of them want a gradient, their versions
+        arrays, needs, versions, wants_grad = [], [], [], False
         for a in args:
             if isinstance(a, Tensor):
                 arrays.append(a._data)
+                needs.append(a.requires_grad)
+                versions.append(a._version)
                 wants_grad = wants_grad or a.requires_grad
             else:
                 arrays.append(a)
+                needs.append(False)
+                versions.append(None)
         try:
             out = fn.forward(*arrays, **kwargs)
         except ShapeError:
@@ -163,9 +168,8 @@ class Function:
                                f"(inputs: {describe(args)})")
         if wants_grad and _mode.enabled:
             fn.parents = args
-            fn.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-            # what each input's data was at forward time, checked again at backward
-            fn.versions = tuple(a._version if isinstance(a, Tensor) else None for a in args)
+            fn.needs_input_grad = tuple(needs)
+            fn.versions = tuple(versions)  # what each input's data was, checked again at backward
             fn.created_at = _user_frame() if anomaly else None
             fn.seq = next(_creation_order)
             return Tensor._make(out, True, fn)
@@ -269,8 +273,6 @@ _OUTER_MIN_SIZE = 128 * 128
 
 
 def _evaluate_outer(products: list) -> np.ndarray:
-    from .kernels import K
-
     if len(products) == 1:
         return K.matmul(products[0].a.T, products[0].b)
     a = np.concatenate([p.a for p in products])
@@ -340,14 +342,16 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
     # ready nodes, newest first: (-seq, tie-break, tensor); leaves (no seq) come out at once
     tie = itertools.count()
     ready = [(0, 0, root)]
+    heappop, heappush = heapq.heappop, heapq.heappush  # the loop below runs once per node
     while ready:
-        node = heapq.heappop(ready)[2]
+        node = heappop(ready)[2]
+        nid = id(node)
         if outer:
-            waiting = outer.pop(id(node), None)
+            waiting = outer.pop(nid, None)
             if waiting:
-                _add_dense(grads, owned, id(node), _evaluate_outer(waiting), fresh=True)
-        g = grads.pop(id(node), None)
-        owned.discard(id(node))
+                _add_dense(grads, owned, nid, _evaluate_outer(waiting), fresh=True)
+        g = grads.pop(nid, None)
+        owned.discard(nid)
         fn = node._ctx
         if g is not None and node._hooks:
             g = _run_hooks(node, g)
@@ -391,11 +395,22 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                 else:
                     if pg.shape != p._data.shape:
                         pg = sum_to(pg, p._data.shape)
-                    _add_dense(grads, owned, k, pg)
-            pending[k] -= 1
-            if pending[k] == 0:
+                    # _add_dense, written out: this line runs once per edge of the graph
+                    prev = grads.get(k)
+                    if prev is None:
+                        grads[k] = pg
+                    elif k in owned:
+                        prev += pg
+                    else:
+                        grads[k] = np.asarray(prev + pg)
+                        owned.add(k)
+            left = pending[k] - 1
+            if left:
+                pending[k] = left
+            else:
                 del pending[k]
-                heapq.heappush(ready, (-p._ctx.seq if p._ctx is not None else -_LEAF, next(tie), p))
+                ctx = p._ctx
+                heappush(ready, (-ctx.seq if ctx is not None else -_LEAF, next(tie), p))
         if not retain_graph:
             # free the saved arrays and the edges as soon as the walk has passed them
             fn.parents = None

@@ -124,21 +124,22 @@ class _CellBase(Module):
     def _batch(self, input, hx):
         """(input as (B, I), state as a tuple of (B, H), whether the input had no batch dim)."""
         x = _as_tensor(input)
-        name = type(self).__name__
-        if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
-            raise ValueError(f"{name}: expected input of shape (batch, {self.input_size}) or "
-                             f"({self.input_size},), got {x.shape}")
-        unbatched = x.ndim == 1
+        shape = x._data.shape
+        if len(shape) not in (1, 2) or shape[-1] != self.input_size:
+            raise ValueError(f"{type(self).__name__}: expected input of shape (batch, {self.input_size}) "
+                             f"or ({self.input_size},), got {shape}")
+        unbatched = len(shape) == 1
         if unbatched:
             x = x.unsqueeze(0)
         if hx is None:
             zero = Tensor(np.zeros((x.shape[0], self.hidden_size), x.dtype))
             return x, (zero,) * self._n_states, unbatched
-        states = tuple(_as_tensor(s) for s in (hx if self._n_states > 1 else (hx,)))
-        want = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
+        states = (_as_tensor(hx),) if self._n_states == 1 else tuple(_as_tensor(s) for s in hx)
+        want = (self.hidden_size,) if unbatched else (shape[0], self.hidden_size)
         for s in states:
-            if s.shape != want:
-                raise ValueError(f"{name}: expected hidden state of shape {want}, got {s.shape}")
+            if s._data.shape != want:
+                raise ValueError(f"{type(self).__name__}: expected hidden state of shape {want}, "
+                                 f"got {s.shape}")
         if unbatched:
             states = tuple(s.unsqueeze(0) for s in states)
         return x, states, unbatched

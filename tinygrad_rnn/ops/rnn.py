@@ -35,7 +35,10 @@ class RNNCellStep(Function):
     """Inputs x (B, I), h (B, H), w_ih (H, I), w_hh (H, H), b_ih and b_hh (H,) or both None."""
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
-        check_same_dtype("rnn_cell", x, h, w_ih, w_hh, *(b for b in (b_ih, b_hh) if b is not None))
+        dt = x.dtype
+        if h.dtype != dt or w_ih.dtype != dt or w_hh.dtype != dt or (b_ih is not None and (
+                b_ih.dtype != dt or b_hh.dtype != dt)):
+            check_same_dtype("rnn_cell", x, h, w_ih, w_hh, *(b for b in (b_ih, b_hh) if b is not None))
         if x.ndim != 2 or h.ndim != 2 or x.shape[0] != h.shape[0] or w_ih.shape != (h.shape[1], x.shape[1]) \
                 or w_hh.shape != (h.shape[1], h.shape[1]):
             raise ValueError(f"expected x (B, I), h (B, H), w_ih (H, I), w_hh (H, H); got x {x.shape}, "
@@ -49,7 +52,7 @@ class RNNCellStep(Function):
         x, h, w_ih, w_hh, out, grad_kernel = self.saved
         need_x, need_h, need_w_ih, need_w_hh, need_b_ih, need_b_hh = self.needs_input_grad
         d_pre = getattr(K, grad_kernel)(g, out)
-        d_b = d_pre.sum(axis=0) if need_b_ih or need_b_hh else None
+        d_b = np.add.reduce(d_pre, axis=0) if need_b_ih or need_b_hh else None  # d_pre.sum(0), minus a wrapper
         return (K.matmul(d_pre, w_ih) if need_x else None,
                 K.matmul(d_pre, w_hh) if need_h else None,
                 OuterGrad(d_pre, x) if need_w_ih else None,  # d_pre.T @ x, summed over steps by the engine
