@@ -469,8 +469,9 @@ def bench_startup(quick: bool) -> dict:
 
 
 def bench_memory(seq: int, hidden: int) -> dict:
-    """tracemalloc's peak over forward + backward; numpy (and numba's runtime) report their
-    array allocations to it, so this counts the arrays the step holds at its worst moment."""
+    """What the recorded graph holds once the loss is computed (the activations kept for
+    backward), and tracemalloc's peak over forward + backward (those plus the gradients in
+    flight); numpy (and numba's runtime) report their array allocations to tracemalloc."""
     x, y = make_data(seq, BATCH, VOCAB)
     w = make_weights(hidden, VOCAB)
     TinygradStep(w, *make_data(4, BATCH, VOCAB)).step()  # compile/load kernels outside the trace
@@ -480,7 +481,10 @@ def bench_memory(seq: int, hidden: int) -> dict:
     gc.collect()
     tracemalloc.start()
     try:
+        start = tracemalloc.get_traced_memory()[0]
         loss = model.loss()
+        gc.collect()
+        out["tinygrad_rnn_graph_bytes"] = tracemalloc.get_traced_memory()[0] - start  # what the graph holds
         loss.backward()
         out["tinygrad_rnn_peak_bytes"] = tracemalloc.get_traced_memory()[1]
         del loss
@@ -492,7 +496,10 @@ def bench_memory(seq: int, hidden: int) -> dict:
     finally:
         tracemalloc.stop()
     mb = 1 / 2**20
-    print(f"\npeak memory of forward+backward, T={seq}, B={BATCH}, H={hidden} (tracemalloc): "
+    print(f"\nmemory, T={seq}, B={BATCH}, H={hidden} (tracemalloc), against the {needed * mb:.1f} MiB of "
+          f"hidden states (B*T*H*4 bytes): the graph after forward holds "
+          f"{out['tinygrad_rnn_graph_bytes'] * mb:.1f} MiB = {out['tinygrad_rnn_graph_bytes'] / needed:.2f}x")
+    print(f"peak memory of forward+backward: "
           f"{TG} {out['tinygrad_rnn_peak_bytes'] * mb:.1f} MiB = "
           f"{out['tinygrad_rnn_peak_bytes'] / needed:.2f}x the {needed * mb:.1f} MiB of hidden states "
           f"(B*T*H*4 bytes); numpy by hand {out['numpy_bptt_peak_bytes'] * mb:.1f} MiB = "
