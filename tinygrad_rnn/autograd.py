@@ -21,7 +21,7 @@ import traceback
 import numpy as np
 
 from .kernels import K
-from .tensor import Tensor
+from .tensor import _WRITES, Tensor
 
 
 # ----------------------------------------------------------------------------- grad mode
@@ -126,7 +126,7 @@ class Function:
     engine does that in one place.
     """
 
-    __slots__ = ("parents", "needs_input_grad", "saved", "created_at", "versions", "seq")
+    __slots__ = ("parents", "needs_input_grad", "saved", "created_at", "versions", "seq", "writes")
 
     def forward(self, *args, **kwargs):  # pragma: no cover - interface
         raise NotImplementedError
@@ -170,6 +170,7 @@ class Function:
             fn.parents = args
             fn.needs_input_grad = tuple(needs)
             fn.versions = tuple(versions)  # what each input's data was, checked again at backward
+            fn.writes = _WRITES[0]
             fn.created_at = _user_frame() if anomaly else None
             fn.seq = next(_creation_order)
             return Tensor._make(out, True, fn)
@@ -362,7 +363,8 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
         if g is not None:
             if node._retains_grad:
                 node.grad = Tensor._make(np.array(g), False, None)
-            _check_versions(fn)
+            if fn.writes != _WRITES[0]:  # some tensor was written since this node was made
+                _check_versions(fn)
             parent_grads = fn.backward(g)
             if type(parent_grads) is not tuple:
                 parent_grads = (parent_grads,)
@@ -379,7 +381,7 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                 kind = type(pg)
                 if kind is OuterGrad:
                     if pg.a.shape[1] * pg.b.shape[1] < _OUTER_MIN_SIZE:
-                        _add_dense(grads, owned, k, _evaluate_outer((pg,)), fresh=True)
+                        _add_dense(grads, owned, k, K.matmul(pg.a.T, pg.b), fresh=True)
                     else:
                         waiting = outer.setdefault(k, [])
                         waiting.append(pg)

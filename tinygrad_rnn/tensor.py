@@ -35,6 +35,11 @@ def _to_array(data, dtype=None) -> np.ndarray:
     return arr
 
 
+# Counts every version bump of every tensor. A node records it when made; if it has not moved by
+# the time backward reaches the node, no input can have changed, and the per-input check is skipped.
+_WRITES = [0]
+
+
 class Tensor:
     __slots__ = ("_data", "_version", "grad", "requires_grad", "_ctx", "_hooks", "_retains_grad", "name",
                  "__weakref__")
@@ -77,11 +82,13 @@ class Tensor:
         # `t.data = a` and `t.data -= a` land here: the graph may have saved the old values
         self._data = value
         self._version += 1
+        _WRITES[0] += 1
 
     def _mark_modified(self) -> None:
         """Record an in-place write into `.data`, so a graph that saved this tensor can tell
         at backward that its saved values are stale (see autograd's version check)."""
         self._version += 1
+        _WRITES[0] += 1
 
     # ------------------------------------------------------------------ array-like basics
     @property
