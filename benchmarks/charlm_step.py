@@ -507,6 +507,32 @@ def bench_memory(seq: int, hidden: int) -> dict:
     return out
 
 
+def print_targets(results: dict) -> list:
+    """The speed issue's targets against this run: (target, measured, met) rows, printed."""
+    rows = []
+    for h, res in results["hidden"].items():
+        r = res["rows"]
+        ours = r[f"{TG} (numba backend)"]["tokens_per_s"]
+        torch_rows = [v["tokens_per_s"] for k, v in r.items() if k.startswith("torch")]
+        if torch_rows:
+            ratio = ours / max(torch_rows)
+            rows.append((f"H={h}: >= 1.0x the faster PyTorch variant", f"{ratio:.2f}x", ratio >= 1.0))
+        ratio = ours / r[NumpyBPTT.name]["tokens_per_s"]
+        rows.append((f"H={h}: >= 0.8x the hand-written numpy BPTT", f"{ratio:.2f}x", ratio >= 0.8))
+        if int(h) >= 256:
+            ratio = ours / r[GemmsOnly.name.strip()]["tokens_per_s"]
+            rows.append((f"H={h}: >= 0.7x its GEMMs alone", f"{ratio:.2f}x", ratio >= 0.7))
+    warm = results["startup"].get("warm")
+    if warm:
+        rows.append(("warm-cache import + first step < 2 s", f"{warm['total_s']:.2f} s", warm["total_s"] < 2))
+    mem = results["memory"]
+    graph = mem["tinygrad_rnn_graph_bytes"] / mem["hidden_states_bytes"]
+    rows.append((f"graph memory after forward <= 2x B*T*H (T={mem['seq']})", f"{graph:.2f}x", graph <= 2))
+    print("\ntargets of the speed issue, this run:")
+    print_table(["target", "measured", ""], [[t, m, "met" if ok else "MISSED"] for t, m, ok in rows])
+    return [dict(target=t, measured=m, met=ok) for t, m, ok in rows]
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -594,6 +620,7 @@ def main(argv=None) -> int:
         results["hidden"][str(h)] = bench_hidden(h, steps, warmup, threads, torch_ok, args.budget, pause, block)
     results["startup"] = bench_startup(args.quick)
     results["memory"] = bench_memory(100 if args.quick else 1000, 256)
+    results["targets"] = print_targets(results)
     results["config"]["load_after"] = os.getloadavg()
     results["wall_s"] = time.perf_counter() - t_start
     print(f"\nload average before/after: {results['config']['load_before'][0]:.2f} / "

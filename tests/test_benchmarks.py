@@ -13,3 +13,7 @@ def test_charlm_step_quick_runs_and_prints_a_table():
     table = [line for line in res.stdout.splitlines() if "tokens/s" in line or "tinygrad_rnn (" in line]
     assert any("tokens/s" in line for line in table), res.stdout
     assert any(line.lstrip().startswith("tinygrad_rnn") for line in table), res.stdout
+    # the issue's targets are judged in the same run, each line ending in met or MISSED
+    targets = res.stdout.split("targets of the speed issue, this run:")[-1].splitlines()
+    verdicts = [line.split()[-1] for line in targets if line.strip().startswith(("H=", "graph", "warm"))]
+    assert verdicts and set(verdicts) <= {"met", "MISSED"}, res.stdout
