@@ -141,7 +141,7 @@ class Program:
             "import numpy as np",
             "import tinygrad_rnn as tg",
             "import tinygrad_rnn.nn.functional as F",
-            "from tinygrad_rnn.ops.rnn import RNNCellStep  # the fused Elman step nn.RNNCell records",
+            "from tinygrad_rnn.ops.rnn import LSTMCellStep, RNNCellStep  # the fused steps nn's cells record",
             "",
             f"DT = np.{np.dtype(dtype).name}  # the program's float dtype: np.float64 or np.float32",
             "WIDE = np.float64",
@@ -1065,6 +1065,33 @@ class _Builder:
             h, hb = self.use(step, limit)
             if self.flip():  # the next step reads another input of the same shape, if there is one
                 x = self.pick(lambda n: n.shape == (B, I)) or x
+
+    @op("LSTMCellStep", "GetItem")
+    def op_lstm_step(self):
+        """1-3 fused LSTM steps sharing weights; each returns h' and c' stacked, read back by
+        indexing (the cell's own `hc[0], hc[1]`)."""
+        x = self.pick(lambda n: len(n.shape) == 2)
+        if x is None:
+            return False
+        (B, I), H = x.shape, self.integer(1, 3)
+        if 2 * B * H > MAX_NUMEL:
+            return False
+
+        def tensor(shape):  # a node of that shape or a fresh operand, squashed into [-1, 1]
+            n = self.pick(lambda n: n.shape == shape) if self.flip() else None
+            return self.operand(shape) if n is None else self.use(n, 1.0)
+
+        (h, _), (c, cb) = tensor((B, H)), tensor((B, H))
+        w_ih, w_hh = tensor((4 * H, I))[0], tensor((4 * H, H))[0]
+        b_ih = b_hh = None
+        if self.flip():
+            b_ih, b_hh = tensor((4 * H,))[0], tensor((4 * H,))[0]
+        for _ in range(self.integer(1, 3)):
+            xt, _ = self.use(x, 1.0)
+            hc = self.emit(f"LSTMCellStep.apply({xt}, {h}, {c}, {w_ih}, {w_hh}, {b_ih}, {b_hh})", (2, B, H), cb + 1)
+            cb += 1  # |c'| <= |c| + 1, |h'| <= 1
+            h = self.emit(f"{hc.name}[0]", (B, H), 1).name
+            c = self.emit(f"{hc.name}[1]", (B, H), cb).name
 
 
 def _matmul_shape(a, b):

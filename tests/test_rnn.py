@@ -180,11 +180,11 @@ def test_rnncell_bptt_passes_gradcheck_and_repeats_exactly(rnn_step_path, act):
     assert all(np.array_equal(a, p.grad.data) for a, p in zip(g1, params))
 
 
-def _run_both_paths(monkeypatch, build, run):
+def _run_both_paths(monkeypatch, build, run, flag="FUSED_RNN_STEP"):
     """(outputs, grads) of `run(build())` with the fused step and with the generic ops."""
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
+        monkeypatch.setattr(nn.rnn, flag, fused)
         tg.manual_seed(3)
         module, inputs = build()
         out = run(module, inputs)
@@ -243,6 +243,58 @@ def test_fused_step_errors_name_the_op_and_shapes():
         RNNCellStep.apply(Tensor(np.zeros((2, 4), np.float32)), Tensor(np.zeros((2, 6), np.float32)),
                           cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_lstm_step_equals_the_generic_ops(monkeypatch, dtype, bias):
+    rng = np.random.default_rng(2)
+    x0, h0, c0 = rng.standard_normal((9, 3, 4)), rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+
+    def build():
+        cell = nn.LSTMCell(4, 5, bias=bias).to(dtype)
+        return cell, [Tensor(a.astype(dtype), requires_grad=True) for a in (x0, h0, c0)]
+
+    def run(cell, inputs):
+        xs, h, c = inputs
+        hs = []
+        for t in range(xs.shape[0]):
+            h, c = cell(xs[t], (h, c))
+            hs.append(h * c)  # both outputs reach the loss
+        return tg.stack(hs)
+
+    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run, "FUSED_LSTM_STEP")
+    assert out_f.dtype == dtype and np.array_equal(out_f, out_u)  # same operations, same order
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for gf, gu in zip(grads_f, grads_u):
+        np.testing.assert_allclose(gf, gu, rtol=tol, atol=tol)
+
+
+def test_fused_lstm_step_in_deep_bidirectional_lstm_equals_the_generic_ops(monkeypatch):
+    x0 = np.random.default_rng(3).standard_normal((2, 6, 3))
+
+    def build():
+        return nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True).double(), [f64(x0)]
+
+    def run(m, i):
+        out, (h_n, c_n) = m(i[0])
+        return out.sum() + (h_n * c_n).sum()
+
+    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run, "FUSED_LSTM_STEP")
+    assert np.array_equal(out_f, out_u)
+    for gf, gu in zip(grads_f, grads_u):
+        np.testing.assert_allclose(gf, gu, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_lstm_step_passes_gradcheck_and_names_bad_shapes():
+    from tinygrad_rnn.ops.rnn import LSTMCellStep
+    rng = np.random.default_rng(4)
+    args = [f64(rng.standard_normal(s)) for s in ((2, 3), (2, 4), (2, 4), (16, 3), (16, 4), (16,), (16,))]
+    assert tg.gradcheck(lambda *a: LSTMCellStep.apply(*a), args)
+    with pytest.raises(tg.ShapeError, match=r"LSTMCellStep.*w_hh \(16, 5\)"):
+        LSTMCellStep.apply(*args[:4], f64(np.zeros((16, 5))), *args[5:])
+    with pytest.raises(tg.ShapeError, match=r"lstm_cell.*float32"):
+        LSTMCellStep.apply(Tensor(np.zeros((2, 3), np.float32)), *args[1:])
 
 def test_sigmoid_rnn_is_the_lecture_notes_formula():
     cell = nn.RNNCell(3, 4, nonlinearity="sigmoid").double()

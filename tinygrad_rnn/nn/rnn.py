@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from ..functional import cat, stack
-from ..ops.rnn import RNNCellStep
+from ..ops.rnn import LSTMCellStep, RNNCellStep
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -36,6 +36,8 @@ _ACTIVATIONS = {"tanh": Tensor.tanh, "relu": Tensor.relu, "sigmoid": Tensor.sigm
 # The Elman step runs as one graph node (ops/rnn.py) unless this is False; then it is recorded
 # op by op as `_rnn_step_unfused` spells it. Both give the same numbers (tests/test_rnn.py).
 FUSED_RNN_STEP = True
+# Likewise the LSTM step (ops/rnn.py `LSTMCellStep`; `_lstm_step` spells it op by op).
+FUSED_LSTM_STEP = True
 
 
 def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
@@ -51,6 +53,11 @@ def _rnn_step_unfused(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
 
 # LSTM and GRU steps get their weights transposed, (in, gates * H): a sequence layer
 # transposes once per forward, not once per step. `b` is b_ih + b_hh, or None without bias.
+
+
+def _lstm_step_fused(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    hc = LSTMCellStep.apply(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    return hc[0], hc[1]
 
 
 def _lstm_step(x, h, c, w_ih_t, w_hh_t, b):
@@ -175,7 +182,10 @@ class LSTMCell(_CellBase):
 
     def forward(self, input, hx=None):
         x, (h, c), unbatched = self._batch(input, hx)
-        h, c = _lstm_step(x, h, c, self.weight_ih.T, self.weight_hh.T, _sum(self.bias_ih, self.bias_hh))
+        if FUSED_LSTM_STEP:
+            h, c = _lstm_step_fused(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        else:
+            h, c = _lstm_step(x, h, c, self.weight_ih.T, self.weight_hh.T, _sum(self.bias_ih, self.bias_hh))
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
 
 
@@ -337,8 +347,14 @@ class LSTM(_RNNBase):
 
     _gates, _n_states = 4, 2
 
+    def _prepare(self, w_ih, w_hh, b_ih, b_hh):
+        if FUSED_LSTM_STEP:
+            return (True, w_ih, w_hh, b_ih, b_hh)  # the fused step takes PyTorch's layout as it is
+        return (False,) + super()._prepare(w_ih, w_hh, b_ih, b_hh)
+
     def _step(self, x, state, prepared):
-        return _lstm_step(x, *state, *prepared)
+        fused, *weights = prepared
+        return (_lstm_step_fused if fused else _lstm_step)(x, *state, *weights)
 
 
 class GRU(_RNNBase):

@@ -59,3 +59,54 @@ class RNNCellStep(Function):
                 OuterGrad(d_pre, h) if need_w_hh else None,
                 d_b if need_b_ih else None,
                 d_b if need_b_hh else None)
+
+
+class LSTMCellStep(Function):
+    """One LSTM step as a single graph node; returns h' and c' stacked, shape (2, B, H).
+
+    Inputs x (B, I), h and c (B, H), w_ih (4H, I), w_hh (4H, H), b_ih and b_hh (4H,) or both
+    None, gates i, f, g, o in PyTorch's order. The forward is `nn.rnn._lstm_step`'s arithmetic
+    in its order (the pre-activation as `rnn_preact` sums it, then sigmoid/tanh of each gate,
+    c' = sf * c + si * tg, h' = so * tanh(c')), so the values equal the op-by-op graph's bit for
+    bit; the backward is that step's chain rule. Op by op the step records about 15 nodes.
+    """
+
+    def forward(self, x, h, c, w_ih, w_hh, b_ih, b_hh):
+        dt = x.dtype
+        if h.dtype != dt or c.dtype != dt or w_ih.dtype != dt or w_hh.dtype != dt or (b_ih is not None and (
+                b_ih.dtype != dt or b_hh.dtype != dt)):
+            check_same_dtype("lstm_cell", x, h, c, w_ih, w_hh, *(b for b in (b_ih, b_hh) if b is not None))
+        n = h.shape[1] if h.ndim == 2 else -1
+        if x.ndim != 2 or h.ndim != 2 or c.shape != h.shape or x.shape[0] != h.shape[0] \
+                or w_ih.shape != (4 * n, x.shape[1]) or w_hh.shape != (4 * n, n):
+            raise ValueError(f"expected x (B, I), h and c (B, H), w_ih (4H, I), w_hh (4H, H); got x {x.shape}, "
+                             f"h {h.shape}, c {c.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
+        gates = K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh)
+        si, sf = K.sigmoid(gates[:, :n]), K.sigmoid(gates[:, n:2 * n])
+        tg, so = np.tanh(gates[:, 2 * n:3 * n]), K.sigmoid(gates[:, 3 * n:])
+        out = np.empty((2,) + h.shape, dt)
+        np.add(sf * c, si * tg, out=out[1])
+        tc = np.tanh(out[1])
+        np.multiply(so, tc, out=out[0])
+        self.saved = (x, h, c, w_ih, w_hh, si, sf, tg, so, tc)
+        return out
+
+    def backward(self, g):
+        x, h, c, w_ih, w_hh, si, sf, tg, so, tc = self.saved
+        need_x, need_h, need_c, need_w_ih, need_w_hh, need_b_ih, need_b_hh = self.needs_input_grad
+        g_h, g_c = g[0], g[1]
+        dc = g_c + K.tanh_backward(g_h * so, tc)  # through h' = so * tanh(c')
+        n = h.shape[1]
+        d_pre = np.empty((h.shape[0], 4 * n), h.dtype)
+        d_pre[:, :n] = K.sigmoid_backward(dc * tg, si)
+        d_pre[:, n:2 * n] = K.sigmoid_backward(dc * c, sf)
+        d_pre[:, 2 * n:3 * n] = K.tanh_backward(dc * si, tg)
+        d_pre[:, 3 * n:] = K.sigmoid_backward(g_h * tc, so)
+        d_b = np.add.reduce(d_pre, axis=0) if need_b_ih or need_b_hh else None
+        return (K.matmul(d_pre, w_ih) if need_x else None,
+                K.matmul(d_pre, w_hh) if need_h else None,
+                dc * sf if need_c else None,
+                OuterGrad(d_pre, x) if need_w_ih else None,
+                OuterGrad(d_pre, h) if need_w_hh else None,
+                d_b if need_b_ih else None,
+                d_b if need_b_hh else None)
