@@ -1,8 +1,9 @@
 """Recurrent layers: one-step cells, and RNN/LSTM/GRU that loop those same steps over a sequence.
 
 Nothing here knows about backpropagation through time. A step is one time step's math: the
-Elman step as one fused graph node (ops/rnn.py; `FUSED_RNN_STEP = False` records its ordinary
-ops instead), the LSTM and GRU steps as a handful of ordinary ops; a Python `for t in range(T)`
+Elman and LSTM steps as one fused graph node each (ops/rnn.py; `FUSED_RNN_STEP = False` and
+`FUSED_LSTM_STEP = False` record their ordinary ops instead), the GRU step as a handful of
+ordinary ops; a Python `for t in range(T)`
 records T copies of it in the graph, and `loss.backward()` on that graph *is* BPTT.
 
 Truncated BPTT: keep the state between chunks of a long sequence but cut the graph, so each

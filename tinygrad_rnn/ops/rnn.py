@@ -1,4 +1,5 @@
-"""One Elman RNN step as a single graph node: h' = act(x W_ih^T + h W_hh^T + (b_ih + b_hh)).
+"""One recurrent step as a single graph node: the Elman step h' = act(x W_ih^T + h W_hh^T +
+(b_ih + b_hh)), and the LSTM step (`LSTMCellStep`, below).
 
 The same step written with generic ops (`nn.rnn._rnn_step_unfused`: two matmuls, two adds, the
 activation, plus the transposes and the bias sum) records about nine nodes per time step, and at
