@@ -141,7 +141,7 @@ class Program:
             "import numpy as np",
             "import tinygrad_rnn as tg",
             "import tinygrad_rnn.nn.functional as F",
-            "from tinygrad_rnn.ops.rnn import LSTMCellStep, RNNCellStep  # the fused steps nn's cells record",
+            "from tinygrad_rnn.ops.rnn import GRUCellStep, LSTMCellStep, RNNCellStep  # the fused steps nn's cells record",
             "",
             f"DT = np.{np.dtype(dtype).name}  # the program's float dtype: np.float64 or np.float32",
             "WIDE = np.float64",
@@ -1092,6 +1092,28 @@ class _Builder:
             cb += 1  # |c'| <= |c| + 1, |h'| <= 1
             h = self.emit(f"{hc.name}[0]", (B, H), 1).name
             c = self.emit(f"{hc.name}[1]", (B, H), cb).name
+
+    @op("GRUCellStep")
+    def op_gru_step(self):
+        """1-3 fused GRU steps sharing weights; h' is a convex mix of h and tanh(...)."""
+        x = self.pick(lambda n: len(n.shape) == 2)
+        if x is None:
+            return False
+        (B, I), H = x.shape, self.integer(1, 3)
+
+        def tensor(shape):
+            n = self.pick(lambda n: n.shape == shape) if self.flip() else None
+            return self.operand(shape) if n is None else self.use(n, 1.0)
+
+        h, hb = tensor((B, H))
+        w_ih, w_hh = tensor((3 * H, I))[0], tensor((3 * H, H))[0]
+        b_ih = b_hh = None
+        if self.flip():
+            b_ih, b_hh = tensor((3 * H,))[0], tensor((3 * H,))[0]
+        for _ in range(self.integer(1, 3)):
+            xt, _ = self.use(x, 1.0)
+            hb = max(hb, 1.0)  # |h'| <= max(|h|, 1)
+            h = self.emit(f"GRUCellStep.apply({xt}, {h}, {w_ih}, {w_hh}, {b_ih}, {b_hh})", (B, H), hb).name
 
 
 def _matmul_shape(a, b):

@@ -296,6 +296,54 @@ def test_fused_lstm_step_passes_gradcheck_and_names_bad_shapes():
     with pytest.raises(tg.ShapeError, match=r"lstm_cell.*float32"):
         LSTMCellStep.apply(Tensor(np.zeros((2, 3), np.float32)), *args[1:])
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_gru_step_equals_the_generic_ops(monkeypatch, dtype, bias):
+    rng = np.random.default_rng(5)
+    x0, h0 = rng.standard_normal((9, 3, 4)), rng.standard_normal((3, 5))
+
+    def build():
+        cell = nn.GRUCell(4, 5, bias=bias).to(dtype)
+        return cell, [Tensor(a.astype(dtype), requires_grad=True) for a in (x0, h0)]
+
+    def run(cell, inputs):
+        xs, h = inputs
+        hs = []
+        for t in range(xs.shape[0]):
+            h = cell(xs[t], h)
+            hs.append(h)
+        return tg.stack(hs)
+
+    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run, "FUSED_GRU_STEP")
+    assert out_f.dtype == dtype and np.array_equal(out_f, out_u)  # same operations, same order
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for gf, gu in zip(grads_f, grads_u):
+        np.testing.assert_allclose(gf, gu, rtol=tol, atol=tol)
+
+
+def test_fused_gru_step_in_deep_bidirectional_gru_equals_the_generic_ops(monkeypatch):
+    x0 = np.random.default_rng(6).standard_normal((6, 2, 3))
+
+    def build():
+        return nn.GRU(3, 4, num_layers=2, bidirectional=True).double(), [f64(x0)]
+
+    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, lambda m, i: m(i[0])[0],
+                                                         "FUSED_GRU_STEP")
+    assert np.array_equal(out_f, out_u)
+    for gf, gu in zip(grads_f, grads_u):
+        np.testing.assert_allclose(gf, gu, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_gru_step_passes_gradcheck_and_names_bad_shapes():
+    from tinygrad_rnn.ops.rnn import GRUCellStep
+    rng = np.random.default_rng(7)
+    args = [f64(rng.standard_normal(s)) for s in ((2, 3), (2, 4), (12, 3), (12, 4), (12,), (12,))]
+    assert tg.gradcheck(lambda *a: GRUCellStep.apply(*a), args)
+    with pytest.raises(tg.ShapeError, match=r"GRUCellStep.*w_ih \(12, 5\)"):
+        GRUCellStep.apply(args[0], args[1], f64(np.zeros((12, 5))), *args[3:])
+
+
 def test_sigmoid_rnn_is_the_lecture_notes_formula():
     cell = nn.RNNCell(3, 4, nonlinearity="sigmoid").double()
     rng = np.random.default_rng(0)

@@ -1,9 +1,9 @@
 """Recurrent layers: one-step cells, and RNN/LSTM/GRU that loop those same steps over a sequence.
 
 Nothing here knows about backpropagation through time. A step is one time step's math: the
-Elman and LSTM steps as one fused graph node each (ops/rnn.py; `FUSED_RNN_STEP = False` and
-`FUSED_LSTM_STEP = False` record their ordinary ops instead), the GRU step as a handful of
-ordinary ops; a Python `for t in range(T)`
+Elman, LSTM and GRU steps as one fused graph node each (ops/rnn.py; `FUSED_RNN_STEP`,
+`FUSED_LSTM_STEP`, `FUSED_GRU_STEP = False` record their ordinary ops instead); a Python
+`for t in range(T)`
 records T copies of it in the graph, and `loss.backward()` on that graph *is* BPTT.
 
 Truncated BPTT: keep the state between chunks of a long sequence but cut the graph, so each
@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from ..functional import cat, stack
-from ..ops.rnn import LSTMCellStep, RNNCellStep
+from ..ops.rnn import GRUCellStep, LSTMCellStep, RNNCellStep
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -37,8 +37,10 @@ _ACTIVATIONS = {"tanh": Tensor.tanh, "relu": Tensor.relu, "sigmoid": Tensor.sigm
 # The Elman step runs as one graph node (ops/rnn.py) unless this is False; then it is recorded
 # op by op as `_rnn_step_unfused` spells it. Both give the same numbers (tests/test_rnn.py).
 FUSED_RNN_STEP = True
-# Likewise the LSTM step (ops/rnn.py `LSTMCellStep`; `_lstm_step` spells it op by op).
+# Likewise the LSTM and GRU steps (ops/rnn.py `LSTMCellStep`, `GRUCellStep`; `_lstm_step` and
+# `_gru_step` spell them op by op).
 FUSED_LSTM_STEP = True
+FUSED_GRU_STEP = True
 
 
 def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
@@ -200,7 +202,10 @@ class GRUCell(_CellBase):
 
     def forward(self, input, hx=None):
         x, (h,), unbatched = self._batch(input, hx)
-        h = _gru_step(x, h, self.weight_ih.T, self.weight_hh.T, self.bias_ih, self.bias_hh)
+        if FUSED_GRU_STEP:
+            h = GRUCellStep.apply(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        else:
+            h = _gru_step(x, h, self.weight_ih.T, self.weight_hh.T, self.bias_ih, self.bias_hh)
         return h.squeeze(0) if unbatched else h
 
 
@@ -364,7 +369,10 @@ class GRU(_RNNBase):
     _gates = 3
 
     def _prepare(self, w_ih, w_hh, b_ih, b_hh):
-        return w_ih.T, w_hh.T, b_ih, b_hh
+        if FUSED_GRU_STEP:
+            return (True, w_ih, w_hh, b_ih, b_hh)
+        return (False, w_ih.T, w_hh.T, b_ih, b_hh)
 
     def _step(self, x, state, prepared):
-        return (_gru_step(x, state[0], *prepared),)
+        fused, *weights = prepared
+        return ((GRUCellStep.apply if fused else _gru_step)(x, state[0], *weights),)

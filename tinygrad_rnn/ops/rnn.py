@@ -1,5 +1,5 @@
 """One recurrent step as a single graph node: the Elman step h' = act(x W_ih^T + h W_hh^T +
-(b_ih + b_hh)), and the LSTM step (`LSTMCellStep`, below).
+(b_ih + b_hh)), and below it the LSTM (`LSTMCellStep`) and GRU (`GRUCellStep`) steps.
 
 The same step written with generic ops (`nn.rnn._rnn_step_unfused`: two matmuls, two adds, the
 activation, plus the transposes and the bias sum) records about nine nodes per time step, and at
@@ -111,3 +111,49 @@ class LSTMCellStep(Function):
                 OuterGrad(d_pre, h) if need_w_hh else None,
                 d_b if need_b_ih else None,
                 d_b if need_b_hh else None)
+
+
+class GRUCellStep(Function):
+    """One GRU step as a single graph node, PyTorch's formula with gates r, z, n stacked in
+    w_ih (3H, I) and w_hh (3H, H): r = sigmoid(i_r + h_r), z = sigmoid(i_z + h_z),
+    n = tanh(i_n + r * h_n), h' = (h - n) * z + n, where i = x w_ih^T + b_ih, h_ = h w_hh^T + b_hh
+    (the reset gate multiplies h_n bias included). `nn.rnn._gru_step`'s arithmetic in its order,
+    so the values equal the op-by-op graph's bit for bit; the backward is its chain rule."""
+
+    def forward(self, x, h, w_ih, w_hh, b_ih, b_hh):
+        dt = x.dtype
+        if h.dtype != dt or w_ih.dtype != dt or w_hh.dtype != dt or (b_ih is not None and (
+                b_ih.dtype != dt or b_hh.dtype != dt)):
+            check_same_dtype("gru_cell", x, h, w_ih, w_hh, *(b for b in (b_ih, b_hh) if b is not None))
+        n = h.shape[1] if h.ndim == 2 else -1
+        if x.ndim != 2 or h.ndim != 2 or x.shape[0] != h.shape[0] or w_ih.shape != (3 * n, x.shape[1]) \
+                or w_hh.shape != (3 * n, n):
+            raise ValueError(f"expected x (B, I), h (B, H), w_ih (3H, I), w_hh (3H, H); got x {x.shape}, "
+                             f"h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
+        gi, gh = K.matmul(x, w_ih.T), K.matmul(h, w_hh.T)
+        if b_ih is not None:
+            gi, gh = gi + b_ih, gh + b_hh
+        r = K.sigmoid(gi[:, :n] + gh[:, :n])
+        z = K.sigmoid(gi[:, n:2 * n] + gh[:, n:2 * n])
+        h_n = gh[:, 2 * n:]
+        new = np.tanh(gi[:, 2 * n:] + r * h_n)
+        self.saved = (x, h, w_ih, w_hh, r, z, new, h_n)
+        return (h - new) * z + new
+
+    def backward(self, g):
+        x, h, w_ih, w_hh, r, z, new, h_n = self.saved
+        need_x, need_h, need_w_ih, need_w_hh, need_b_ih, need_b_hh = self.needs_input_grad
+        n = h.shape[1]
+        d_n = K.tanh_backward(g * (1 - z), new)  # h' = (h - n) z + n: dh'/dn = 1 - z
+        d_gi = np.empty((h.shape[0], 3 * n), h.dtype)
+        d_gi[:, :n] = K.sigmoid_backward(d_n * h_n, r)
+        d_gi[:, n:2 * n] = K.sigmoid_backward(g * (h - new), z)
+        d_gi[:, 2 * n:] = d_n
+        d_gh = d_gi.copy()
+        d_gh[:, 2 * n:] = d_n * r  # the reset gate scales h_n
+        return (K.matmul(d_gi, w_ih) if need_x else None,
+                K.matmul(d_gh, w_hh) + g * z if need_h else None,
+                OuterGrad(d_gi, x) if need_w_ih else None,
+                OuterGrad(d_gh, h) if need_w_hh else None,
+                np.add.reduce(d_gi, axis=0) if need_b_ih else None,
+                np.add.reduce(d_gh, axis=0) if need_b_hh else None)
