@@ -298,6 +298,12 @@ class _Builder:
             return node.name, node.bound
         return self.const(shape), 1.0
 
+    def node_or_operand(self, shape, limit=LIMIT):
+        """(text, bound) of an existing node of `shape` (half the time, if there is one) or a
+        fresh operand: how the recurrent steps pick their states and weights."""
+        n = self.pick(lambda n: n.shape == shape) if self.flip() else None
+        return self.operand(shape) if n is None else self.use(n, limit)
+
     def use(self, node, limit=LIMIT):
         """(text, bound) for consuming `node`; squashed through tanh if it may exceed `limit`."""
         if node.bound > limit:
@@ -1044,9 +1050,8 @@ class _Builder:
         # tanh and sigmoid saturate on big inputs; relu's kink check needs every operand by name
         limit = math.inf if act == "relu" else 1.0
 
-        def tensor(shape):  # a node of that shape or a fresh operand: (name, bound)
-            n = self.pick(lambda n: n.shape == shape) if self.flip() else None
-            return self.operand(shape) if n is None else self.use(n, limit)
+        def tensor(shape):
+            return self.node_or_operand(shape, limit)
 
         h, hb = tensor((B, H))
         (w_ih, wib), (w_hh, whb) = tensor((H, I)), tensor((H, H))
@@ -1066,6 +1071,14 @@ class _Builder:
             if self.flip():  # the next step reads another input of the same shape, if there is one
                 x = self.pick(lambda n: n.shape == (B, I)) or x
 
+    def gate_weights(self, gates, I, H):
+        """Texts of w_ih (gates*H, I), w_hh (gates*H, H) and, half the time, the two biases
+        (else None), squashed into [-1, 1]: the gates saturate on big inputs."""
+        w_ih, w_hh = self.node_or_operand((gates * H, I), 1.0)[0], self.node_or_operand((gates * H, H), 1.0)[0]
+        if not self.flip():
+            return w_ih, w_hh, None, None
+        return w_ih, w_hh, self.node_or_operand((gates * H,), 1.0)[0], self.node_or_operand((gates * H,), 1.0)[0]
+
     @op("LSTMCellStep", "GetItem")
     def op_lstm_step(self):
         """1-3 fused LSTM steps sharing weights; each returns h' and c' stacked, read back by
@@ -1077,15 +1090,8 @@ class _Builder:
         if 2 * B * H > MAX_NUMEL:
             return False
 
-        def tensor(shape):  # a node of that shape or a fresh operand, squashed into [-1, 1]
-            n = self.pick(lambda n: n.shape == shape) if self.flip() else None
-            return self.operand(shape) if n is None else self.use(n, 1.0)
-
-        (h, _), (c, cb) = tensor((B, H)), tensor((B, H))
-        w_ih, w_hh = tensor((4 * H, I))[0], tensor((4 * H, H))[0]
-        b_ih = b_hh = None
-        if self.flip():
-            b_ih, b_hh = tensor((4 * H,))[0], tensor((4 * H,))[0]
+        (h, _), (c, cb) = self.node_or_operand((B, H), 1.0), self.node_or_operand((B, H), 1.0)
+        w_ih, w_hh, b_ih, b_hh = self.gate_weights(4, I, H)
         for _ in range(self.integer(1, 3)):
             xt, _ = self.use(x, 1.0)
             hc = self.emit(f"LSTMCellStep.apply({xt}, {h}, {c}, {w_ih}, {w_hh}, {b_ih}, {b_hh})", (2, B, H), cb + 1)
@@ -1101,15 +1107,8 @@ class _Builder:
             return False
         (B, I), H = x.shape, self.integer(1, 3)
 
-        def tensor(shape):
-            n = self.pick(lambda n: n.shape == shape) if self.flip() else None
-            return self.operand(shape) if n is None else self.use(n, 1.0)
-
-        h, hb = tensor((B, H))
-        w_ih, w_hh = tensor((3 * H, I))[0], tensor((3 * H, H))[0]
-        b_ih = b_hh = None
-        if self.flip():
-            b_ih, b_hh = tensor((3 * H,))[0], tensor((3 * H,))[0]
+        h, hb = self.node_or_operand((B, H), 1.0)
+        w_ih, w_hh, b_ih, b_hh = self.gate_weights(3, I, H)
         for _ in range(self.integer(1, 3)):
             xt, _ = self.use(x, 1.0)
             hb = max(hb, 1.0)  # |h'| <= max(|h|, 1)

@@ -194,6 +194,26 @@ def _run_both_paths(monkeypatch, build, run, flag="FUSED_RNN_STEP"):
     return results
 
 
+def _unroll(cell, inputs):
+    """A one-state cell over xs from h: the stacked states."""
+    xs, h = inputs
+    hs = []
+    for t in range(xs.shape[0]):
+        h = cell(xs[t], h)
+        hs.append(h)
+    return tg.stack(hs)
+
+
+def _assert_fused_equals_generic(monkeypatch, build, run, flag="FUSED_RNN_STEP", dtype=np.float64):
+    """The fused step's forward is the op-by-op graph's bit for bit; its gradients are the same
+    sums, with a weight's per-step products added in another order: equal to 1e-12 (float64)."""
+    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run, flag)
+    assert out_f.dtype == dtype and np.array_equal(out_f, out_u)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for gf, gu in zip(grads_f, grads_u):
+        np.testing.assert_allclose(gf, gu, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("act", ["tanh", "relu", "sigmoid"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bias", [True, False])
@@ -205,20 +225,7 @@ def test_fused_step_equals_the_generic_ops(monkeypatch, act, dtype, bias):
         cell = nn.RNNCell(4, 5, bias=bias, nonlinearity=act).to(dtype)
         return cell, [Tensor(x0.astype(dtype), requires_grad=True), Tensor(h0.astype(dtype), requires_grad=True)]
 
-    def run(cell, inputs):
-        xs, h = inputs
-        hs = []
-        for t in range(xs.shape[0]):
-            h = cell(xs[t], h)
-            hs.append(h)
-        return tg.stack(hs)
-
-    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run)
-    assert out_f.dtype == dtype and np.array_equal(out_f, out_u)  # same operations, same order
-    # gradients: the same sums, but a weight's per-step products are added in another order
-    tol = 1e-12 if dtype == np.float64 else 1e-5
-    for gf, gu in zip(grads_f, grads_u):
-        np.testing.assert_allclose(gf, gu, rtol=tol, atol=tol)
+    _assert_fused_equals_generic(monkeypatch, build, _unroll, dtype=dtype)
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])
@@ -228,10 +235,7 @@ def test_fused_step_in_deep_bidirectional_rnn_equals_the_generic_ops(monkeypatch
     def build():
         return nn.RNN(3, 4, num_layers=2, nonlinearity=act, bidirectional=True).double(), [f64(x0)]
 
-    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, lambda m, i: m(i[0])[0])
-    assert np.array_equal(out_f, out_u)
-    for gf, gu in zip(grads_f, grads_u):
-        np.testing.assert_allclose(gf, gu, rtol=1e-12, atol=1e-12)
+    _assert_fused_equals_generic(monkeypatch, build, lambda m, i: m(i[0])[0])
 
 
 def test_fused_step_errors_name_the_op_and_shapes():
@@ -263,11 +267,7 @@ def test_fused_lstm_step_equals_the_generic_ops(monkeypatch, dtype, bias):
             hs.append(h * c)  # both outputs reach the loss
         return tg.stack(hs)
 
-    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run, "FUSED_LSTM_STEP")
-    assert out_f.dtype == dtype and np.array_equal(out_f, out_u)  # same operations, same order
-    tol = 1e-12 if dtype == np.float64 else 1e-5
-    for gf, gu in zip(grads_f, grads_u):
-        np.testing.assert_allclose(gf, gu, rtol=tol, atol=tol)
+    _assert_fused_equals_generic(monkeypatch, build, run, "FUSED_LSTM_STEP", dtype)
 
 
 def test_fused_lstm_step_in_deep_bidirectional_lstm_equals_the_generic_ops(monkeypatch):
@@ -280,10 +280,7 @@ def test_fused_lstm_step_in_deep_bidirectional_lstm_equals_the_generic_ops(monke
         out, (h_n, c_n) = m(i[0])
         return out.sum() + (h_n * c_n).sum()
 
-    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run, "FUSED_LSTM_STEP")
-    assert np.array_equal(out_f, out_u)
-    for gf, gu in zip(grads_f, grads_u):
-        np.testing.assert_allclose(gf, gu, rtol=1e-12, atol=1e-12)
+    _assert_fused_equals_generic(monkeypatch, build, run, "FUSED_LSTM_STEP")
 
 
 def test_fused_lstm_step_passes_gradcheck_and_names_bad_shapes():
@@ -307,19 +304,7 @@ def test_fused_gru_step_equals_the_generic_ops(monkeypatch, dtype, bias):
         cell = nn.GRUCell(4, 5, bias=bias).to(dtype)
         return cell, [Tensor(a.astype(dtype), requires_grad=True) for a in (x0, h0)]
 
-    def run(cell, inputs):
-        xs, h = inputs
-        hs = []
-        for t in range(xs.shape[0]):
-            h = cell(xs[t], h)
-            hs.append(h)
-        return tg.stack(hs)
-
-    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run, "FUSED_GRU_STEP")
-    assert out_f.dtype == dtype and np.array_equal(out_f, out_u)  # same operations, same order
-    tol = 1e-12 if dtype == np.float64 else 1e-5
-    for gf, gu in zip(grads_f, grads_u):
-        np.testing.assert_allclose(gf, gu, rtol=tol, atol=tol)
+    _assert_fused_equals_generic(monkeypatch, build, _unroll, "FUSED_GRU_STEP", dtype)
 
 
 def test_fused_gru_step_in_deep_bidirectional_gru_equals_the_generic_ops(monkeypatch):
@@ -328,11 +313,7 @@ def test_fused_gru_step_in_deep_bidirectional_gru_equals_the_generic_ops(monkeyp
     def build():
         return nn.GRU(3, 4, num_layers=2, bidirectional=True).double(), [f64(x0)]
 
-    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, lambda m, i: m(i[0])[0],
-                                                         "FUSED_GRU_STEP")
-    assert np.array_equal(out_f, out_u)
-    for gf, gu in zip(grads_f, grads_u):
-        np.testing.assert_allclose(gf, gu, rtol=1e-12, atol=1e-12)
+    _assert_fused_equals_generic(monkeypatch, build, lambda m, i: m(i[0])[0], "FUSED_GRU_STEP")
 
 
 def test_fused_gru_step_passes_gradcheck_and_names_bad_shapes():
