@@ -1089,7 +1089,6 @@ class _Builder:
         (B, I), H = x.shape, self.integer(1, 3)
         if 2 * B * H > MAX_NUMEL:
             return False
-
         (h, _), (c, cb) = self.node_or_operand((B, H), 1.0), self.node_or_operand((B, H), 1.0)
         w_ih, w_hh, b_ih, b_hh = self.gate_weights(4, I, H)
         for _ in range(self.integer(1, 3)):
@@ -1106,7 +1105,8 @@ class _Builder:
         if x is None:
             return False
         (B, I), H = x.shape, self.integer(1, 3)
-
+        if B * H > MAX_NUMEL:
+            return False
         h, hb = self.node_or_operand((B, H), 1.0)
         w_ih, w_hh, b_ih, b_hh = self.gate_weights(3, I, H)
         for _ in range(self.integer(1, 3)):
