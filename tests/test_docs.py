@@ -1,7 +1,8 @@
 """Every Python block in README.md and docs/*.md runs, and prints what its comments claim.
 
 Blocks of one file share a namespace, top to bottom, like a reader pasting them in order. A
-line `print(x)   # text` claims that `text` appears in what that block printed."""
+line `print(x)   # text` claims that `text` appears in what that block printed, after what
+the block's earlier claims matched."""
 import contextlib
 import io
 import pathlib
@@ -21,6 +22,11 @@ def test_doc_code_blocks_run_and_print_what_they_claim(path):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             exec(compile(code, str(path), "exec"), namespace)
+        # claims are found in order, each after the previous one, so a claim cannot borrow
+        # the text of an earlier line that happens to print the same thing
+        printed, at = out.getvalue(), 0
         for claim in re.findall(r"^\s*print\(.*\)\s+# -> (.+)$", code, flags=re.M):
-            assert claim.strip() in out.getvalue(), (
-                f"{path.name} claims {claim.strip()!r}; the block printed:\n{out.getvalue()}")
+            found = printed.find(claim.strip(), at)
+            assert found >= 0, (f"{path.name} claims {claim.strip()!r} (in order, after the claims "
+                                f"before it); the block printed:\n{printed}")
+            at = found + len(claim.strip())
