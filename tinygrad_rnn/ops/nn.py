@@ -11,6 +11,8 @@ def _rows(x, dim):
     """x with `dim` moved last, as C-contiguous (rows, n); plus what is needed to undo it."""
     if x.ndim == 0:  # one row of one class, as PyTorch treats a 0-d input
         return x.reshape(1, 1), ()
+    if x.ndim == 2 and dim in (1, -1) and x.flags.c_contiguous:  # already (rows, n)
+        return x, x.shape
     moved = np.moveaxis(x, dim, -1)
     return np.ascontiguousarray(moved).reshape(-1, x.shape[dim]), moved.shape
 
@@ -66,14 +68,16 @@ class CrossEntropy(Function):
                              f"{logits.shape} (expected targets of shape {expected})")
         n_classes = logits.shape[class_dim]
         flat_t = targets.reshape(-1).astype(np.int64)
-        bad = (flat_t != ignore_index) & ((flat_t < 0) | (flat_t >= n_classes))
-        if bad.any():
-            pos = int(np.argmax(bad))
-            raise IndexError(f"target {flat_t[pos]} at position {np.unravel_index(pos, targets.shape)} "
-                             f"is out of range for {n_classes} classes")
+        keep = flat_t != ignore_index
+        if flat_t.size and (flat_t.min() < 0 or flat_t.max() >= n_classes):  # then look closer
+            bad = keep & ((flat_t < 0) | (flat_t >= n_classes))
+            if bad.any():
+                pos = int(np.argmax(bad))
+                raise IndexError(f"target {flat_t[pos]} at position {np.unravel_index(pos, targets.shape)} "
+                                 f"is out of range for {n_classes} classes")
         rows, moved = _rows(logits, class_dim)
         losses, lse = K.cross_entropy_forward(rows, flat_t, ignore_index)
-        count = int(np.sum(flat_t != ignore_index))
+        count = int(np.count_nonzero(keep))
         self.saved = (rows, lse, flat_t, ignore_index, moved, class_dim, reduction, count)
         if reduction == "none":
             return losses.reshape(targets.shape)
