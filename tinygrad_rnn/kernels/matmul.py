@@ -59,9 +59,9 @@ def matmul(a, b):
     return np.matmul(a, b)
 
 
-# Where the swap measured faster (benchmarks/overhead.py, table (b')): 8 to 32 rows, both weight
-# sides >= 256: 0.55-0.91x the time of the direct call. With 64+ rows or a weight side of
-# 65-128 it was up to 2.3x slower (the transposing copy of the result dominates).
+# Where the swap measured faster (benchmarks/overhead.py, table (b'), two runs): 8 to 32 rows,
+# both weight sides >= 256: 0.49-0.91x the time of the direct call. With 64+ rows or a weight
+# side of 65-128 it was up to 2.3x slower (the transposing copy of the result dominates).
 _SWAP_ROWS = (8, 32)
 _SWAP_MIN_DIM = 256
 
@@ -140,12 +140,13 @@ def rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh):
 
 def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh):
     """The reference's sums on the transposed problem, pre.T = w_ih @ x.T + w_hh @ h.T: with a
-    batch of at most `_PREACT_SWAP_ROWS` rows both products then read their weight untransposed,
-    which this OpenBLAS runs 1.2-1.9x faster (table (b') of benchmarks/overhead.py, "swapF"), and
-    only the finished sum is copied back to row order. Same products, same additions in the same
-    order: bit-identical to the reference in float32 for every batch 1-128 and size swept
-    (tests/test_kernels.py). float64 keeps the reference: there OpenBLAS's transposed products
-    differed in the last bit at odd sizes (H = 100, 300), and float64 is for checking, not speed."""
+    batch of at most `_PREACT_SWAP_ROWS` rows both products then read their weight untransposed
+    (see `matmul` above), and only the finished sum is copied back to row order, once: 69.5 ->
+    40.5 µs at B=32, H=256 and 569 -> 401 µs at H=1024 (char-RNN shapes, I=65). Same products,
+    same additions in the same order: bit-identical to the reference in float32 in a sweep of
+    batches 1-128 and sizes 16-1024, odd ones included (tests/test_kernels.py pins a grid).
+    float64 keeps the reference: there OpenBLAS's transposed products differed in the last bit
+    at odd sizes (H = 100, 300), and float64 is for checking, not speed."""
     if x.shape[0] > _PREACT_SWAP_ROWS or x.dtype != np.float32 or w_hh.dtype != np.float32:
         return rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh)
     pre_t = np.matmul(w_ih, x.T)
