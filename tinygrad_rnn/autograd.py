@@ -198,10 +198,14 @@ def describe(args) -> str:
 
 def check_same_dtype(op: str, *arrays) -> None:
     """Binary ops refuse to mix float32 and float64: the rule is 'cast explicitly'."""
-    dts = {a.dtype for a in arrays if isinstance(a, np.ndarray)}
-    if len(dts) > 1:
-        names = " vs ".join(str(a.dtype) for a in arrays if isinstance(a, np.ndarray))
-        raise ShapeError(f"{op}: dtype mismatch ({names}); cast one side with .float() or .double()")
+    first = None  # a plain loop, no set: the fused recurrent steps call this every time step
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            if first is None:
+                first = a.dtype
+            elif a.dtype != first:
+                names = " vs ".join(str(a.dtype) for a in arrays if isinstance(a, np.ndarray))
+                raise ShapeError(f"{op}: dtype mismatch ({names}); cast one side with .float() or .double()")
 
 
 

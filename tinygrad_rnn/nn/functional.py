@@ -28,7 +28,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         lead = input.shape[:-1]
         return linear(input.reshape(-1, input.shape[-1]), weight, bias).reshape(*lead, weight.shape[0])
     if input.ndim == 2 and weight.ndim == 2:
-        return _M.Linear.apply(input, weight, bias) if bias is not None else _M.Linear.apply(input, weight)
+        return _M.Linear.apply(input, weight, bias)
     out = input @ weight.T
     return out if bias is None else out + bias
 

@@ -50,8 +50,8 @@ class Linear(Function):
     the bias as a fourth array. Same arithmetic in the same order (the bias added in place to
     the product), so the values equal the op-by-op graph bit for bit (tests/test_nn.py)."""
 
-    def forward(self, x, w, b=None):
-        check_same_dtype("linear", x, w, *([] if b is None else [b]))
+    def forward(self, x, w, b):
+        check_same_dtype("linear", x, w, b)
         if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1] or (b is not None and b.shape != (w.shape[0],)):
             raise ValueError(f"expected x (N, in), weight (out, in), bias (out,); got x {x.shape}, "
                              f"weight {w.shape}" + ("" if b is None else f", bias {b.shape}"))
@@ -63,8 +63,7 @@ class Linear(Function):
 
     def backward(self, g):
         x, w = self.saved
-        need_x, need_w = self.needs_input_grad[:2]
-        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        need_x, need_w, need_b = self.needs_input_grad
         return (K.matmul(g, w) if need_x else None,
                 OuterGrad(g, x) if need_w else None,  # g.T @ x, summed over uses by the engine
                 g.sum(axis=0) if need_b else None)

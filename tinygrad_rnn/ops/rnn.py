@@ -36,10 +36,7 @@ class RNNCellStep(Function):
     """Inputs x (B, I), h (B, H), w_ih (H, I), w_hh (H, H), b_ih and b_hh (H,) or both None."""
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
-        dt = x.dtype
-        if h.dtype != dt or w_ih.dtype != dt or w_hh.dtype != dt or (b_ih is not None and (
-                b_ih.dtype != dt or b_hh.dtype != dt)):
-            check_same_dtype("rnn_cell", x, h, w_ih, w_hh, *(b for b in (b_ih, b_hh) if b is not None))
+        check_same_dtype("rnn_cell", x, h, w_ih, w_hh, b_ih, b_hh)
         if x.ndim != 2 or h.ndim != 2 or x.shape[0] != h.shape[0] or w_ih.shape != (h.shape[1], x.shape[1]) \
                 or w_hh.shape != (h.shape[1], h.shape[1]):
             raise ValueError(f"expected x (B, I), h (B, H), w_ih (H, I), w_hh (H, H); got x {x.shape}, "
@@ -73,10 +70,7 @@ class LSTMCellStep(Function):
     """
 
     def forward(self, x, h, c, w_ih, w_hh, b_ih, b_hh):
-        dt = x.dtype
-        if h.dtype != dt or c.dtype != dt or w_ih.dtype != dt or w_hh.dtype != dt or (b_ih is not None and (
-                b_ih.dtype != dt or b_hh.dtype != dt)):
-            check_same_dtype("lstm_cell", x, h, c, w_ih, w_hh, *(b for b in (b_ih, b_hh) if b is not None))
+        check_same_dtype("lstm_cell", x, h, c, w_ih, w_hh, b_ih, b_hh)
         n = h.shape[1] if h.ndim == 2 else -1
         if x.ndim != 2 or h.ndim != 2 or c.shape != h.shape or x.shape[0] != h.shape[0] \
                 or w_ih.shape != (4 * n, x.shape[1]) or w_hh.shape != (4 * n, n):
@@ -85,7 +79,7 @@ class LSTMCellStep(Function):
         gates = K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh)
         si, sf = K.sigmoid(gates[:, :n]), K.sigmoid(gates[:, n:2 * n])
         tg, so = np.tanh(gates[:, 2 * n:3 * n]), K.sigmoid(gates[:, 3 * n:])
-        out = np.empty((2,) + h.shape, dt)
+        out = np.empty((2,) + h.shape, x.dtype)
         np.add(sf * c, si * tg, out=out[1])
         tc = np.tanh(out[1])
         np.multiply(so, tc, out=out[0])
@@ -121,10 +115,7 @@ class GRUCellStep(Function):
     so the values equal the op-by-op graph's bit for bit; the backward is its chain rule."""
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh):
-        dt = x.dtype
-        if h.dtype != dt or w_ih.dtype != dt or w_hh.dtype != dt or (b_ih is not None and (
-                b_ih.dtype != dt or b_hh.dtype != dt)):
-            check_same_dtype("gru_cell", x, h, w_ih, w_hh, *(b for b in (b_ih, b_hh) if b is not None))
+        check_same_dtype("gru_cell", x, h, w_ih, w_hh, b_ih, b_hh)
         n = h.shape[1] if h.ndim == 2 else -1
         if x.ndim != 2 or h.ndim != 2 or x.shape[0] != h.shape[0] or w_ih.shape != (3 * n, x.shape[1]) \
                 or w_hh.shape != (3 * n, n):
