@@ -18,7 +18,6 @@ leaves malloc alone. Elsewhere than glibc (macOS, musl) nothing is changed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -32,8 +31,8 @@ def retain_freed_memory() -> bool:
     if os.environ.get("TINYGRAD_RNN_MALLOC", "") == "system" or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        # the process's own symbols include libc's; ctypes.util.find_library would run ldconfig
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
