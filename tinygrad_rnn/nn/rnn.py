@@ -3,8 +3,8 @@
 Nothing here knows about backpropagation through time. A step is one time step's math: the
 Elman, LSTM and GRU steps as one fused graph node each (ops/rnn.py; `FUSED_RNN_STEP`,
 `FUSED_LSTM_STEP`, `FUSED_GRU_STEP = False` record their ordinary ops instead); a Python
-`for t in range(T)`
-records T copies of it in the graph, and `loss.backward()` on that graph *is* BPTT.
+`for t in range(T)` records T copies of it in the graph, and `loss.backward()` on that graph
+*is* BPTT.
 
 Truncated BPTT: keep the state between chunks of a long sequence but cut the graph, so each
 backward covers one chunk and the previous chunk's graph can be freed:
@@ -54,8 +54,20 @@ def _rnn_step_unfused(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
     return _ACTIVATIONS[nonlinearity](pre if b_ih is None else pre + (b_ih + b_hh))
 
 
-# LSTM and GRU steps get their weights transposed, (in, gates * H): a sequence layer
-# transposes once per forward, not once per step. `b` is b_ih + b_hh, or None without bias.
+def _lstm(w_ih, w_hh, b_ih, b_hh):
+    """(step, its weights) for an LSTM step: the fused node on PyTorch's layout, or the op-by-op
+    step on transposed weights (in, 4H) and b_ih + b_hh, which a sequence layer prepares once
+    per forward, not once per step."""
+    if FUSED_LSTM_STEP:
+        return _lstm_step_fused, (w_ih, w_hh, b_ih, b_hh)
+    return _lstm_step, (w_ih.T, w_hh.T, _sum(b_ih, b_hh))
+
+
+def _gru(w_ih, w_hh, b_ih, b_hh):
+    """(step, its weights) for a GRU step, as `_lstm` does (the biases stay apart)."""
+    if FUSED_GRU_STEP:
+        return GRUCellStep.apply, (w_ih, w_hh, b_ih, b_hh)
+    return _gru_step, (w_ih.T, w_hh.T, b_ih, b_hh)
 
 
 def _lstm_step_fused(x, h, c, w_ih, w_hh, b_ih, b_hh):
@@ -185,10 +197,8 @@ class LSTMCell(_CellBase):
 
     def forward(self, input, hx=None):
         x, (h, c), unbatched = self._batch(input, hx)
-        if FUSED_LSTM_STEP:
-            h, c = _lstm_step_fused(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        else:
-            h, c = _lstm_step(x, h, c, self.weight_ih.T, self.weight_hh.T, _sum(self.bias_ih, self.bias_hh))
+        step, weights = _lstm(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        h, c = step(x, h, c, *weights)
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
 
 
@@ -202,10 +212,8 @@ class GRUCell(_CellBase):
 
     def forward(self, input, hx=None):
         x, (h,), unbatched = self._batch(input, hx)
-        if FUSED_GRU_STEP:
-            h = GRUCellStep.apply(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        else:
-            h = _gru_step(x, h, self.weight_ih.T, self.weight_hh.T, self.bias_ih, self.bias_hh)
+        step, weights = _gru(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        h = step(x, h, *weights)
         return h.squeeze(0) if unbatched else h
 
 
@@ -319,9 +327,10 @@ class _RNNBase(Module):
             h_n = tuple(h.squeeze(1) for h in h_n)
         return output, (h_n if self._n_states > 1 else h_n[0])
 
-    # subclasses: `_prepare` turns a layer's parameters into what `_step` takes, once per forward
+    # `_prepare` turns a layer's parameters into what `_step` takes, once per forward; the
+    # Elman step takes PyTorch's layout as it is
     def _prepare(self, w_ih, w_hh, b_ih, b_hh):
-        return w_ih.T, w_hh.T, _sum(b_ih, b_hh)
+        return w_ih, w_hh, b_ih, b_hh
 
 
 class RNN(_RNNBase):
@@ -338,9 +347,6 @@ class RNN(_RNNBase):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
 
-    def _prepare(self, w_ih, w_hh, b_ih, b_hh):
-        return w_ih, w_hh, b_ih, b_hh  # the step takes PyTorch's layout as it is
-
     def _step(self, x, state, prepared):
         return (_rnn_step(x, state[0], *prepared, self.nonlinearity),)
 
@@ -354,13 +360,11 @@ class LSTM(_RNNBase):
     _gates, _n_states = 4, 2
 
     def _prepare(self, w_ih, w_hh, b_ih, b_hh):
-        if FUSED_LSTM_STEP:
-            return (True, w_ih, w_hh, b_ih, b_hh)  # the fused step takes PyTorch's layout as it is
-        return (False,) + super()._prepare(w_ih, w_hh, b_ih, b_hh)
+        return _lstm(w_ih, w_hh, b_ih, b_hh)
 
     def _step(self, x, state, prepared):
-        fused, *weights = prepared
-        return (_lstm_step_fused if fused else _lstm_step)(x, *state, *weights)
+        step, weights = prepared
+        return step(x, *state, *weights)
 
 
 class GRU(_RNNBase):
@@ -369,10 +373,8 @@ class GRU(_RNNBase):
     _gates = 3
 
     def _prepare(self, w_ih, w_hh, b_ih, b_hh):
-        if FUSED_GRU_STEP:
-            return (True, w_ih, w_hh, b_ih, b_hh)
-        return (False, w_ih.T, w_hh.T, b_ih, b_hh)
+        return _gru(w_ih, w_hh, b_ih, b_hh)
 
     def _step(self, x, state, prepared):
-        fused, *weights = prepared
-        return ((GRUCellStep.apply if fused else _gru_step)(x, state[0], *weights),)
+        step, weights = prepared
+        return (step(x, state[0], *weights),)
