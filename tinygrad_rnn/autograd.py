@@ -208,7 +208,6 @@ def check_same_dtype(op: str, *arrays) -> None:
                 raise ShapeError(f"{op}: dtype mismatch ({names}); cast one side with .float() or .double()")
 
 
-
 def share_storage(tensors, rows: np.ndarray) -> None:
     """`rows[i]` holds a copy of `tensors[i]`'s values (what `stack` just made): point each
     recorded tensor, and the nodes among their producers that saved its array, at that row, so
@@ -272,8 +271,9 @@ class OuterGrad:
 
 
 _OUTER_ROWS = 4096
-# Below this many weight elements stacking the rows costs more than it saves (the copies
-# outweigh the thin GEMMs), so such products are evaluated at once.
+# Below this many weight elements the products are evaluated at once: stacking them was 10%
+# slower at H=64 while freed memory went back to the OS (page faults on the stacked copies),
+# and has been neutral since tinygrad_rnn/_malloc.py keeps it (docs/speed.md).
 _OUTER_MIN_SIZE = 128 * 128
 
 
@@ -401,15 +401,7 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                 else:
                     if pg.shape != p._data.shape:
                         pg = sum_to(pg, p._data.shape)
-                    # _add_dense, written out: this line runs once per edge of the graph
-                    prev = grads.get(k)
-                    if prev is None:
-                        grads[k] = pg
-                    elif k in owned:
-                        prev += pg
-                    else:
-                        grads[k] = np.asarray(prev + pg)
-                        owned.add(k)
+                    _add_dense(grads, owned, k, pg)
             left = pending[k] - 1
             if left:
                 pending[k] = left
