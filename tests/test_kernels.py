@@ -195,6 +195,21 @@ def scatter_args(draw, dtype):
     return g, idx, num_rows
 
 
+@st.composite
+def pick_columns_args(draw, dtype):
+    w = draw(matrix(dtype))
+    ids = draw(hnp.arrays(draw(st.sampled_from([np.int64, np.int32])), draw(st.integers(0, 10)),
+                          elements=st.integers(0, w.shape[1] - 1)))
+    return w, ids
+
+
+@st.composite
+def scatter_into_args(draw, dtype):
+    out = draw(matrix(dtype, shape=(draw(st.integers(1, 6)), draw(st.integers(1, 9)))))
+    idx = draw(hnp.arrays(np.int64, draw(st.integers(0, 12)), elements=st.integers(0, out.shape[0] - 1)))
+    return out, idx, draw(matrix(dtype, shape=(len(idx), out.shape[1])))
+
+
 dims = st.integers(1, 12)
 
 
@@ -216,6 +231,8 @@ def matmul_scale(form):
 def rnn_preact_args(draw, dtype):
     b, i, h = draw(dims), draw(dims), draw(dims)
     x, hh = draw(matrix(dtype, shape=(b, i))), draw(matrix(dtype, shape=(b, h)))
+    if draw(st.booleans()):  # token ids standing for one-hot rows
+        x = draw(hnp.arrays(np.int64, b, elements=st.integers(0, i - 1)))
     w_ih, w_hh = draw(matrix(dtype, shape=(h, i))), draw(matrix(dtype, shape=(h, h)))
     if draw(st.booleans()):
         return x, hh, w_ih, w_hh, None, None
@@ -224,7 +241,7 @@ def rnn_preact_args(draw, dtype):
 
 def rnn_preact_scale(args):
     x, h, w_ih, w_hh, b_ih, b_hh = (None if a is None else np.abs(a) for a in args)
-    s = x @ w_ih.T + h @ w_hh.T
+    s = (w_ih.T[x] if x.dtype.kind in "iu" else x @ w_ih.T) + h @ w_hh.T
     return s if b_ih is None else s + b_ih + b_hh
 
 # --- optimizer steps: (arrays updated in place..., hyperparameters)
@@ -291,6 +308,8 @@ CASES = {
     "scatter_add_rows": Case(scatter_args, lambda a: ref("scatter_add_rows")(np.abs(a[0]), a[1], a[2])),
     "matmul": Case(lambda dt: matmul_args(dt, "nn"), matmul_scale("nn")),
     "rnn_preact": Case(rnn_preact_args, rnn_preact_scale),
+    "pick_columns": Case(pick_columns_args),
+    "scatter_add_rows_into": Case(scatter_into_args, mutates=(0,)),
     "matmul_loop": Case(lambda dt: matmul_args(dt, "nn"), matmul_scale("nn")),
     "matmul_nt_loop": Case(lambda dt: matmul_args(dt, "nt"), matmul_scale("nt")),
     "matmul_tn_loop": Case(lambda dt: matmul_args(dt, "tn"), matmul_scale("tn")),
@@ -465,6 +484,46 @@ def test_scatter_add_rows_sums_repeated_indices(dtype):
     got = pair("scatter_add_rows")[0](g, idx, 3)
     np.testing.assert_array_equal(got, [[6, 7, 8], [0 + 3 + 9, 1 + 4 + 10, 2 + 5 + 11], [0, 0, 0]])
     np.testing.assert_array_equal(got, pair("scatter_add_rows")[1](g, idx, 3))
+
+
+@DTYPES
+def test_scatter_add_rows_into_sums_repeated_indices_into_a_transposed_buffer(dtype):
+    # the engine passes W.T of a Fortran-ordered W (autograd.ColumnGrad)
+    g = np.arange(12, dtype=dtype).reshape(4, 3)
+    idx = np.array([1, 1, 0, 1], dtype=np.int64)
+    for fast_or_ref in pair("scatter_add_rows_into"):
+        w = np.ones((3, 2), dtype, order="F")
+        fast_or_ref(w.T, idx, g)
+        np.testing.assert_array_equal(w.T, [[7, 8, 9], [1 + 0 + 3 + 9, 1 + 1 + 4 + 10, 1 + 2 + 5 + 11]])
+
+
+@pytest.mark.parametrize("name", ["pick_columns", "rnn_preact"])
+@pytest.mark.parametrize("backend", [0, 1], ids=["fast", "reference"])
+@pytest.mark.parametrize("bad", [-1, 5, 7])
+def test_token_ids_out_of_range_raise_and_name_the_id(name, backend, bad):
+    w = np.zeros((3, 5), np.float32)
+    ids = np.array([0, bad, 4])
+    args = (w, ids) if name == "pick_columns" else (ids, np.zeros((3, 3), np.float32), w, np.zeros((3, 3), np.float32), None, None)
+    with pytest.raises(IndexError, match=f"token id {bad} is out of range for 5 input features"):
+        pair(name)[backend](*args)
+
+
+@DTYPES
+@pytest.mark.parametrize("batch", [1, 32, 65])
+@pytest.mark.parametrize("hidden", [64, 100, 256])
+@pytest.mark.parametrize("bias", [True, False])
+def test_rnn_preact_of_token_ids_is_the_one_hot_product_bit_for_bit(batch, hidden, bias, dtype):
+    # the gather must give exactly what the product with one-hot rows gives (finite weights)
+    rng = np.random.default_rng(7)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    ids = rng.integers(0, 65, batch)
+    one_hot = np.eye(65, dtype=dtype)[ids]
+    args = (r(batch, hidden), r(hidden, 65), r(hidden, hidden), r(hidden) if bias else None, r(hidden) if bias else None)
+    for fast_or_ref in pair("rnn_preact"):
+        got = fast_or_ref(ids, *args)
+        np.testing.assert_array_equal(got, ref("rnn_preact")(one_hot, *args))
+        assert got.flags.c_contiguous and got.dtype == dtype
+    np.testing.assert_array_equal(pair("pick_columns")[0](args[1], ids), one_hot @ args[1].T)
 
 
 @DTYPES

@@ -325,6 +325,115 @@ def test_fused_gru_step_passes_gradcheck_and_names_bad_shapes():
         GRUCellStep.apply(args[0], args[1], f64(np.zeros((12, 5))), *args[3:])
 
 
+# ----------------------------------------------------------------------------- token-id input
+CELL_FLAGS = [(nn.RNNCell, "FUSED_RNN_STEP"), (nn.LSTMCell, "FUSED_LSTM_STEP"), (nn.GRUCell, "FUSED_GRU_STEP")]
+
+
+def _unroll_cell(cell, xs, state):
+    outs = []
+    for t in range(len(xs)):
+        state = cell(xs[t], state)
+        outs.append(state[0] * state[1] if isinstance(state, tuple) else state)
+    return tg.stack(outs)
+
+
+def _ids_and_one_hot(cell, ids, state0, dtype):
+    """(outputs, gradients of every parameter and of the initial state) fed token ids, then
+    fed the same tokens as one-hot rows."""
+    results = []
+    for xs in (ids, np.eye(cell.input_size, dtype=dtype)[ids]):
+        cell.zero_grad()
+        state = tuple(Tensor(s, requires_grad=True) for s in state0)
+        out = _unroll_cell(cell, xs, state if len(state) > 1 else state[0])
+        (out * out).sum().backward()
+        results.append((out.data, [p.grad.data for p in cell.parameters()] + [s.grad.data for s in state]))
+    return results
+
+
+@pytest.mark.parametrize("Cell,flag", CELL_FLAGS)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=5, deadline=None)
+@given(T=st.integers(1, 6), B=st.integers(1, 4), I=st.integers(1, 7), H=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_token_ids_give_the_one_hot_inputs_numbers(monkeypatch, Cell, flag, fused, dtype, T, B, I, H, seed):
+    # one_hot(ids) @ W.T is a gather: forward bit for bit, gradients the same sums in another
+    # order (repeated tokens in a batch included: B > I happens)
+    monkeypatch.setattr(nn.rnn, flag, fused)
+    rng = np.random.default_rng(seed)
+    cell = Cell(I, H).to(dtype)
+    ids = rng.integers(0, I, (T, B))
+    state0 = [rng.standard_normal((B, H)).astype(dtype) for _ in range(2 if Cell is nn.LSTMCell else 1)]
+    (out_i, grads_i), (out_o, grads_o) = _ids_and_one_hot(cell, ids, state0, dtype)
+    assert out_i.dtype == dtype and np.array_equal(out_i, out_o)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for gi, go in zip(grads_i, grads_o):
+        assert gi.flags.c_contiguous
+        np.testing.assert_allclose(gi, go, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("Layer", [nn.RNN, nn.LSTM, nn.GRU])
+def test_sequence_layers_take_token_ids(Layer):
+    rng = np.random.default_rng(8)
+    m = Layer(5, 3, num_layers=2, bidirectional=True, batch_first=True).double()
+    ids = rng.integers(0, 5, (2, 4))  # (B, T): batch_first
+    for x_ids, x_hot in ((ids, np.eye(5)[ids]), (ids[0], np.eye(5)[ids[0]])):  # batched, unbatched
+        results = []
+        for x in (x_ids, x_hot):
+            m.zero_grad()
+            out, h_n = m(x)
+            h_n = h_n[0] if isinstance(h_n, tuple) else h_n
+            ((out * out).sum() + h_n.sum()).backward()
+            results.append((out.data, [p.grad.data for p in m.parameters()]))
+        (out_i, grads_i), (out_o, grads_o) = results
+        assert np.array_equal(out_i, out_o)
+        for gi, go in zip(grads_i, grads_o):
+            np.testing.assert_allclose(gi, go, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("op", ["RNNCellStep", "LSTMCellStep", "GRUCellStep"])
+def test_fused_steps_on_token_ids_pass_gradcheck(op):
+    from tinygrad_rnn.ops import rnn as ops
+    gates = {"RNNCellStep": 1, "LSTMCellStep": 4, "GRUCellStep": 3}[op]
+    rng = np.random.default_rng(9)
+    ids = np.array([2, 0, 2])  # a repeated token: its column gets both rows' gradients
+    states = [(3, 4)] * (2 if op == "LSTMCellStep" else 1)
+    args = [f64(rng.standard_normal(s)) for s in states + [(4 * gates, 3), (4 * gates, 4), (4 * gates,), (4 * gates,)]]
+    assert tg.gradcheck(lambda *a: getattr(ops, op).apply(ids, *a), args)
+
+
+def test_a_weight_fed_token_ids_and_used_densely_gets_both_gradients():
+    # ColumnGrad's Fortran-ordered buffer and a dense gradient meet in one sum; the weight
+    # also passes through an op first, so the buffer reaches a backward, not just a leaf
+    from tinygrad_rnn.ops.rnn import RNNCellStep
+    rng = np.random.default_rng(10)
+    w0, h0 = rng.standard_normal((4, 3)), rng.standard_normal((3, 4))
+    ids = np.array([1, 1, 2])
+    grads = []
+    for x in (ids, np.eye(3)[ids]):
+        w = f64(w0)
+        w_ih = w * 2.0
+        h = RNNCellStep.apply(x, f64(h0, requires_grad=False), w_ih, f64(np.eye(4)), None, None)
+        ((h * h).sum() + (w_ih * w_ih).sum()).backward()
+        grads.append(w.grad.data)
+    assert grads[0].flags.c_contiguous
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-13)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_token_id_errors_name_the_op_and_the_id(monkeypatch, fused):
+    monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
+    cell = nn.RNNCell(4, 5)
+    with pytest.raises(tg.ShapeError, match=r"(RNNCellStep: token id|Embedding: index) 4 is out of range for 4"):
+        cell(np.array([0, 4]))
+    with pytest.raises(tg.ShapeError, match=r"-1 is out of range for 4"):
+        cell(np.array([-1, 0]))
+    with pytest.raises(ValueError, match=r"RNNCell: integer input is read as token ids.*\(2, 4\) int64"):
+        cell(np.zeros((2, 4), np.int64))
+    with pytest.raises(ValueError, match=r"RNN: expected input.*token ids with 2 or 1; got \(2, 3, 4\) int64"):
+        nn.RNN(4, 5)(np.zeros((2, 3, 4), np.int64))
+
+
 def test_sigmoid_rnn_is_the_lecture_notes_formula():
     cell = nn.RNNCell(3, 4, nonlinearity="sigmoid").double()
     rng = np.random.default_rng(0)

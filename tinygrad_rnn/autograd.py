@@ -246,11 +246,36 @@ class SliceGrad:
     def __init__(self, shape, dtype, index, values, basic: bool):
         self.shape, self.dtype, self.index, self.values, self.basic = shape, dtype, index, values, basic
 
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.shape, self.dtype)
+
     def add_into(self, buf: np.ndarray) -> None:
         if self.basic:
             buf[self.index] += self.values  # a basic index never repeats an element
         else:
             np.add.at(buf, self.index, self.values)  # integer arrays may repeat: accumulate
+
+
+class ColumnGrad:
+    """A gradient `values.T @ one_hot(ids)`: what a product with one-hot rows, given as token
+    ids (B,), sends back to the (H, I) weight: row b of `values` (B, H) lands in column ids[b].
+
+    Like SliceGrad it is added into one buffer per weight, here a Fortran-ordered one, so that
+    each row of `values` adds into contiguous memory (its transpose's row ids[b])."""
+
+    __slots__ = ("shape", "dtype", "ids", "values")
+
+    def __init__(self, shape, ids: np.ndarray, values: np.ndarray):
+        self.shape, self.dtype, self.ids, self.values = shape, values.dtype, ids, values
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.shape, self.dtype, order="F")
+
+    def add_into(self, buf: np.ndarray) -> None:
+        K.scatter_add_rows_into(buf.T, self.ids, self.values)
+
+
+_SCATTERED = (SliceGrad, ColumnGrad)  # gradients the walk adds into a buffer it owns
 
 
 class OuterGrad:
@@ -391,10 +416,10 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                         waiting.append(pg)
                         if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
                             _add_dense(grads, owned, k, _evaluate_outer(outer.pop(k)), fresh=True)
-                elif kind is SliceGrad:
+                elif kind in _SCATTERED:
                     prev = grads.get(k)
                     if k not in owned:  # a buffer we may write into: never an op's own array
-                        prev = np.zeros(pg.shape, pg.dtype) if prev is None else np.array(prev)
+                        prev = pg.zeros() if prev is None else np.array(prev)
                         owned.add(k)
                     pg.add_into(prev)
                     grads[k] = prev
@@ -431,7 +456,7 @@ def _check_versions(fn: Function) -> None:
 
 def _grad_finite(pg) -> bool:
     kind = type(pg)
-    if kind is SliceGrad:
+    if kind in _SCATTERED:
         return _all_finite(pg.values)
     if kind is OuterGrad:
         return _all_finite(pg.a) and _all_finite(pg.b)
@@ -470,6 +495,7 @@ def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:
         g = g.astype(leaf.data.dtype)
     if leaf.grad is None:
         # copy: g may alias another gradient (add's backward hands the same array to both sides)
-        leaf.grad = Tensor._make(np.array(g, copy=True), False, None)
+        # and in C order: a ColumnGrad's buffer is Fortran-ordered, optimizers expect C
+        leaf.grad = Tensor._make(np.array(g, order="C", copy=True), False, None)
     else:
         leaf.grad.data += g

@@ -134,12 +134,14 @@ def matmul_tn_loop(a, g):
 
 # --- an Elman step's pre-activation: x @ w_ih.T + h @ w_hh.T (+ (b_ih + b_hh))
 def rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh):
-    pre = np.matmul(x, w_ih.T) + np.matmul(h, w_hh.T)
+    pre = (pick_columns_ref(w_ih, x) if x.dtype.kind in "iu" else np.matmul(x, w_ih.T)) + np.matmul(h, w_hh.T)
     return pre if b_ih is None else pre + (b_ih + b_hh)
 
 
 def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh):
-    """The reference's sums on the transposed problem, pre.T = w_ih @ x.T + w_hh @ h.T: with a
+    """x may also be token ids (B,), standing for one-hot rows: see `_preact_from_ids` below.
+
+    The reference's sums on the transposed problem, pre.T = w_ih @ x.T + w_hh @ h.T: with a
     batch of at most `_PREACT_SWAP_ROWS` rows both products then read their weight untransposed
     (see `matmul` above), and only the finished sum is copied back to row order, once: 69.5 ->
     40.5 µs at B=32, H=256 and 569 -> 401 µs at H=1024 (char-RNN shapes, I=65). Same products,
@@ -147,6 +149,8 @@ def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh):
     batches 1-128 and sizes 16-1024, odd ones included (tests/test_kernels.py pins a grid).
     float64 keeps the reference: there OpenBLAS's transposed products differed in the last bit
     at odd sizes (H = 100, 300), and float64 is for checking, not speed."""
+    if x.dtype.kind in "iu":
+        return _preact_from_ids(x, h, w_ih, w_hh, b_ih, b_hh)
     if x.shape[0] > _PREACT_SWAP_ROWS or x.dtype != np.float32 or w_hh.dtype != np.float32:
         return rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh)
     pre_t = np.matmul(w_ih, x.T)
@@ -157,3 +161,86 @@ def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh):
 
 
 _PREACT_SWAP_ROWS = 64
+
+
+# --- one-hot input given as token ids. one_hot(ids) @ w.T is exactly column ids[b] of w in row
+# b (each entry is 1 * w[j, ids[b]] plus products with zero), so a gather replaces the product,
+# and a scatter-add into columns replaces the weight gradient's d.T @ one_hot(ids). The results
+# are the one-hot product's bit for bit while the weights are finite (tests/test_rnn.py); an
+# inf or NaN weight differs: the product spreads 0 * inf = NaN over every row, the gather only
+# to the rows that pick it, as an embedding lookup does.
+
+def _id_error(ids, n: int) -> IndexError:
+    bad = ids[(ids < 0) | (ids >= n)]
+    return IndexError(f"token id {int(bad[0])} is out of range for {n} input features")
+
+
+def _check_ids(ids, n: int) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise _id_error(ids, n)
+
+
+def pick_columns_ref(w, ids):
+    """one_hot(ids, w.shape[1]) @ w.T: (B, rows of w)."""
+    _check_ids(ids, w.shape[1])
+    return np.ascontiguousarray(w.T[ids])
+
+
+def pick_columns(w, ids):
+    out = np.empty((ids.shape[0], w.shape[0]), w.dtype)
+    if _add_picked_columns(out, out, w, ids, np.empty(0, w.dtype), False) >= 0:  # hh: unread
+        raise _id_error(ids, w.shape[1])
+    return out
+
+
+@njit(cache=True)
+def _add_picked_columns(out, hh, w, ids, bias, add_hh):
+    """out[b] = (w[:, ids[b]] + hh[b]) + bias, the reference's order; hh only if add_hh, bias
+    only if it is not empty. Returns the first b whose id is outside [0, w.shape[1]), else -1,
+    so the caller can name it (a numba exception cannot)."""
+    n = w.shape[1]
+    for b in range(ids.shape[0]):
+        k = ids[b]
+        if k < 0 or k >= n:
+            return b
+        if add_hh and bias.shape[0]:
+            for j in range(out.shape[1]):
+                out[b, j] = (w[j, k] + hh[b, j]) + bias[j]
+        elif add_hh:
+            for j in range(out.shape[1]):
+                out[b, j] = w[j, k] + hh[b, j]
+        else:
+            for j in range(out.shape[1]):
+                out[b, j] = w[j, k]
+    return -1
+
+
+def _preact_from_ids(ids, h, w_ih, w_hh, b_ih, b_hh):
+    """rnn_preact with the input product replaced by the column gather: h's product (transposed
+    where that pays, as above), then one numba pass adds the picked columns and the bias and
+    writes row order."""
+    if h.shape[0] <= _PREACT_SWAP_ROWS and h.dtype == np.float32 and w_hh.dtype == np.float32:
+        hh = np.matmul(w_hh, h.T).T
+    else:
+        hh = np.matmul(h, w_hh.T)
+    out = np.empty(hh.shape, hh.dtype)
+    bias = np.empty(0, hh.dtype) if b_ih is None else b_ih + b_hh
+    if _add_picked_columns(out, hh, w_ih, ids, bias, True) >= 0:
+        raise _id_error(ids, w_ih.shape[1])
+    return out
+
+
+def scatter_add_rows_into_ref(out, idx, g):
+    """out[idx[b]] += g[b], in place, a repeated index getting every row: with out = W.T this is
+    W += g.T @ one_hot(idx), the weight gradient of the gather above."""
+    np.add.at(out, idx, g)
+
+
+@njit(cache=True)
+def scatter_add_rows_into(out, idx, g):
+    # the engine hands W.T of a Fortran-ordered buffer, so both inner loops run along rows:
+    # 3.0 µs at H=1024 where the same sum into a C-ordered W's columns took 37
+    for b in range(idx.shape[0]):
+        k = idx[b]
+        for j in range(g.shape[1]):
+            out[k, j] += g[b, j]

@@ -49,8 +49,13 @@ def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
     return _rnn_step_unfused(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
 
 
+def _project(x, w_t):
+    """x @ w_t; token ids stand for one-hot rows, whose product picks rows of w_t."""
+    return F.embedding(x, w_t) if x.dtype.kind in "iu" else x @ w_t
+
+
 def _rnn_step_unfused(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
-    pre = x @ w_ih.T + h @ w_hh.T
+    pre = _project(x, w_ih.T) + h @ w_hh.T
     return _ACTIVATIONS[nonlinearity](pre if b_ih is None else pre + (b_ih + b_hh))
 
 
@@ -76,7 +81,7 @@ def _lstm_step_fused(x, h, c, w_ih, w_hh, b_ih, b_hh):
 
 
 def _lstm_step(x, h, c, w_ih_t, w_hh_t, b):
-    gates = x @ w_ih_t + h @ w_hh_t
+    gates = _project(x, w_ih_t) + h @ w_hh_t
     if b is not None:
         gates = gates + b
     i, f, g, o = gates.chunk(4, 1)  # PyTorch's gate order: input, forget, cell, output
@@ -86,7 +91,7 @@ def _lstm_step(x, h, c, w_ih_t, w_hh_t, b):
 
 def _gru_step(x, h, w_ih_t, w_hh_t, b_ih, b_hh):
     # b_ih and b_hh stay apart: the reset gate multiplies (W_hn h + b_hn), bias included
-    gi, gh = x @ w_ih_t, h @ w_hh_t
+    gi, gh = _project(x, w_ih_t), h @ w_hh_t
     if b_ih is not None:
         gi, gh = gi + b_ih, gh + b_hh
     i_r, i_z, i_n = gi.chunk(3, 1)
@@ -144,17 +149,25 @@ class _CellBase(Module):
         return s
 
     def _batch(self, input, hx):
-        """(input as (B, I), state as a tuple of (B, H), whether the input had no batch dim)."""
+        """(input as (B, I) or token ids (B,), state as a tuple of (B, H), whether the input
+        had no batch dim)."""
         x = _as_tensor(input)
         shape = x._data.shape
-        if len(shape) not in (1, 2) or shape[-1] != self.input_size:
+        if x.dtype.kind in "iu":  # token ids (B,) or (): one-hot rows, read as a gather
+            if len(shape) > 1:
+                raise ValueError(f"{type(self).__name__}: integer input is read as token ids of shape "
+                                 f"(batch,) or (); got {shape} {x.dtype} (cast one-hot rows to float)")
+            unbatched = len(shape) == 0
+        elif len(shape) not in (1, 2) or shape[-1] != self.input_size:
             raise ValueError(f"{type(self).__name__}: expected input of shape (batch, {self.input_size}) "
-                             f"or ({self.input_size},), got {shape}")
-        unbatched = len(shape) == 1
+                             f"or ({self.input_size},), or token ids (batch,); got {shape}")
+        else:
+            unbatched = len(shape) == 1
         if unbatched:
             x = x.unsqueeze(0)
         if hx is None:
-            zero = Tensor(np.zeros((x.shape[0], self.hidden_size), x.dtype))
+            dtype = self.weight_hh.dtype if x.dtype.kind in "iu" else x.dtype
+            zero = Tensor(np.zeros((x.shape[0], self.hidden_size), dtype))
             return x, (zero,) * self._n_states, unbatched
         states = (_as_tensor(hx),) if self._n_states == 1 else tuple(_as_tensor(s) for s in hx)
         want = (self.hidden_size,) if unbatched else (shape[0], self.hidden_size)
@@ -288,22 +301,25 @@ class _RNNBase(Module):
         return tuple(s.unsqueeze(1) for s in states) if unbatched else states
 
     def forward(self, input, hx=None):
-        """input (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched.
+        """input (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched; or token ids
+        (T, B), (B, T) or (T,), standing for one-hot rows of I features (read as a gather).
 
         Returns (output, h_n): output (T, B, D*H) (batch-first if asked), the last layer's
         h at every step, both directions concatenated; h_n (num_layers*D, B, H), each layer's
         final state (never batch-first, as in PyTorch). The LSTM's hx and h_n are (h, c) pairs.
         """
         x = _as_tensor(input)
-        if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
+        ids = x.dtype.kind in "iu"
+        if x.ndim not in (1, 2) if ids else (x.ndim not in (2, 3) or x.shape[-1] != self.input_size):
             raise ValueError(f"{type(self).__name__}: expected input of {self.input_size} features "
-                             f"with 3 dims (batched) or 2 (unbatched), got {x.shape}")
-        unbatched = x.ndim == 2
+                             f"with 3 dims (batched) or 2 (unbatched), or token ids with 2 or 1; "
+                             f"got {x.shape} {x.dtype}")
+        unbatched = x.ndim == (1 if ids else 2)
         if unbatched:
             x = x.unsqueeze(1)
         time_dim = 1 if self.batch_first and not unbatched else 0
         steps, batch = x.shape[time_dim], x.shape[1 - time_dim]
-        states = self._initial_state(hx, batch, x.dtype, unbatched)
+        states = self._initial_state(hx, batch, self.weight_hh_l0.dtype if ids else x.dtype, unbatched)
         xs = [x[t] if time_dim == 0 else x[:, t] for t in range(steps)]
         finals = []
         for layer in range(self.num_layers):

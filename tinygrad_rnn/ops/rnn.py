@@ -8,11 +8,37 @@ does the identical arithmetic in the identical order, so its forward values equa
 path bit for bit; its backward is the chain rule of those same ops (tests/test_rnn.py checks it
 against the unfused graph, finite differences and a hand-written BPTT). It is still one step:
 BPTT over a sequence still emerges from the graph that a loop over time records.
+
+Every step takes its input x either as a (B, I) matrix or as token ids (B,) standing for the
+one-hot rows one_hot(ids, I): then x W_ih^T is a gather of W_ih's columns and W_ih's gradient
+a scatter-add (kernels/matmul.py), the one-hot product's numbers without its arithmetic.
 """
 import numpy as np
 
-from ..autograd import Function, OuterGrad, check_same_dtype
+from ..autograd import ColumnGrad, Function, OuterGrad, check_same_dtype
 from ..kernels import K
+
+
+def _input_shape(x, w_ih) -> tuple:
+    """(B, I) of a step's input: a (B, I) matrix, or token ids (B,) picking columns of w_ih;
+    (-1, -1) for anything else, which the caller's shape check then refuses."""
+    if x.dtype.kind in "iu":
+        return (x.shape[0], w_ih.shape[-1]) if x.ndim == 1 else (-1, -1)
+    return x.shape if x.ndim == 2 else (-1, -1)
+
+
+def _dense(x):
+    """x for the dtype check: token ids are integers by design, not a float to mismatch."""
+    return None if x.dtype.kind in "iu" else x
+
+
+def _input_grads(d_pre, x, w_ih, need_x, need_w_ih) -> tuple:
+    """(dL/dx, dL/dW_ih) of x W_ih^T given dL/d(x W_ih^T) = d_pre. Token ids have no gradient;
+    their weight gradient d_pre^T @ one_hot(ids) is a scatter-add into W_ih's columns."""
+    if x.dtype.kind in "iu":
+        return None, (ColumnGrad(w_ih.shape, x, d_pre) if need_w_ih else None)
+    return (K.matmul(d_pre, w_ih) if need_x else None,
+            OuterGrad(d_pre, x) if need_w_ih else None)  # d_pre.T @ x, summed over steps by the engine
 
 
 def _tanh(a):
@@ -33,14 +59,16 @@ ACTIVATIONS = {"tanh": (_tanh, "tanh_backward"), "relu": (_relu, "relu_backward"
 
 
 class RNNCellStep(Function):
-    """Inputs x (B, I), h (B, H), w_ih (H, I), w_hh (H, H), b_ih and b_hh (H,) or both None."""
+    """Inputs x (B, I) or token ids (B,), h (B, H), w_ih (H, I), w_hh (H, H), b_ih and b_hh (H,)
+    or both None."""
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
-        check_same_dtype("rnn_cell", x, h, w_ih, w_hh, b_ih, b_hh)
-        if x.ndim != 2 or h.ndim != 2 or x.shape[0] != h.shape[0] or w_ih.shape != (h.shape[1], x.shape[1]) \
+        check_same_dtype("rnn_cell", _dense(x), h, w_ih, w_hh, b_ih, b_hh)
+        batch, features = _input_shape(x, w_ih)
+        if h.ndim != 2 or batch != h.shape[0] or w_ih.shape != (h.shape[1], features) \
                 or w_hh.shape != (h.shape[1], h.shape[1]):
-            raise ValueError(f"expected x (B, I), h (B, H), w_ih (H, I), w_hh (H, H); got x {x.shape}, "
-                             f"h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
+            raise ValueError(f"expected x (B, I) or token ids (B,), h (B, H), w_ih (H, I), w_hh (H, H); "
+                             f"got x {x.shape} {x.dtype}, h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
         act, grad_kernel = ACTIVATIONS[nonlinearity]
         out = act(K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh))
         self.saved = (x, h, w_ih, w_hh, out, grad_kernel)
@@ -51,9 +79,10 @@ class RNNCellStep(Function):
         need_x, need_h, need_w_ih, need_w_hh, need_b_ih, need_b_hh = self.needs_input_grad
         d_pre = getattr(K, grad_kernel)(g, out)
         d_b = np.add.reduce(d_pre, axis=0) if need_b_ih or need_b_hh else None  # d_pre.sum(0), minus a wrapper
-        return (K.matmul(d_pre, w_ih) if need_x else None,
+        d_x, d_w_ih = _input_grads(d_pre, x, w_ih, need_x, need_w_ih)
+        return (d_x,
                 K.matmul(d_pre, w_hh) if need_h else None,
-                OuterGrad(d_pre, x) if need_w_ih else None,  # d_pre.T @ x, summed over steps by the engine
+                d_w_ih,
                 OuterGrad(d_pre, h) if need_w_hh else None,
                 d_b if need_b_ih else None,
                 d_b if need_b_hh else None)
@@ -62,24 +91,26 @@ class RNNCellStep(Function):
 class LSTMCellStep(Function):
     """One LSTM step as a single graph node; returns h' and c' stacked, shape (2, B, H).
 
-    Inputs x (B, I), h and c (B, H), w_ih (4H, I), w_hh (4H, H), b_ih and b_hh (4H,) or both
-    None, gates i, f, g, o in PyTorch's order. The forward is `nn.rnn._lstm_step`'s arithmetic
+    Inputs x (B, I) or token ids (B,), h and c (B, H), w_ih (4H, I), w_hh (4H, H), b_ih and
+    b_hh (4H,) or both None, gates i, f, g, o in PyTorch's order. The forward is `nn.rnn._lstm_step`'s arithmetic
     in its order (the pre-activation as `rnn_preact` sums it, then sigmoid/tanh of each gate,
     c' = sf * c + si * tg, h' = so * tanh(c')), so the values equal the op-by-op graph's bit for
     bit; the backward is that step's chain rule. Op by op the step records about 15 nodes.
     """
 
     def forward(self, x, h, c, w_ih, w_hh, b_ih, b_hh):
-        check_same_dtype("lstm_cell", x, h, c, w_ih, w_hh, b_ih, b_hh)
+        check_same_dtype("lstm_cell", _dense(x), h, c, w_ih, w_hh, b_ih, b_hh)
         n = h.shape[1] if h.ndim == 2 else -1
-        if x.ndim != 2 or h.ndim != 2 or c.shape != h.shape or x.shape[0] != h.shape[0] \
-                or w_ih.shape != (4 * n, x.shape[1]) or w_hh.shape != (4 * n, n):
-            raise ValueError(f"expected x (B, I), h and c (B, H), w_ih (4H, I), w_hh (4H, H); got x {x.shape}, "
-                             f"h {h.shape}, c {c.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
+        batch, features = _input_shape(x, w_ih)
+        if h.ndim != 2 or c.shape != h.shape or batch != h.shape[0] \
+                or w_ih.shape != (4 * n, features) or w_hh.shape != (4 * n, n):
+            raise ValueError(f"expected x (B, I) or token ids (B,), h and c (B, H), w_ih (4H, I), w_hh (4H, H); "
+                             f"got x {x.shape} {x.dtype}, h {h.shape}, c {c.shape}, w_ih {w_ih.shape}, "
+                             f"w_hh {w_hh.shape}")
         gates = K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh)
         si, sf = K.sigmoid(gates[:, :n]), K.sigmoid(gates[:, n:2 * n])
         tg, so = np.tanh(gates[:, 2 * n:3 * n]), K.sigmoid(gates[:, 3 * n:])
-        out = np.empty((2,) + h.shape, x.dtype)
+        out = np.empty((2,) + h.shape, h.dtype)
         np.add(sf * c, si * tg, out=out[1])
         tc = np.tanh(out[1])
         np.multiply(so, tc, out=out[0])
@@ -98,10 +129,11 @@ class LSTMCellStep(Function):
         d_pre[:, 2 * n:3 * n] = K.tanh_backward(dc * si, tg)
         d_pre[:, 3 * n:] = K.sigmoid_backward(g_h * tc, so)
         d_b = np.add.reduce(d_pre, axis=0) if need_b_ih or need_b_hh else None
-        return (K.matmul(d_pre, w_ih) if need_x else None,
+        d_x, d_w_ih = _input_grads(d_pre, x, w_ih, need_x, need_w_ih)
+        return (d_x,
                 K.matmul(d_pre, w_hh) if need_h else None,
                 dc * sf if need_c else None,
-                OuterGrad(d_pre, x) if need_w_ih else None,
+                d_w_ih,
                 OuterGrad(d_pre, h) if need_w_hh else None,
                 d_b if need_b_ih else None,
                 d_b if need_b_hh else None)
@@ -115,13 +147,14 @@ class GRUCellStep(Function):
     so the values equal the op-by-op graph's bit for bit; the backward is its chain rule."""
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh):
-        check_same_dtype("gru_cell", x, h, w_ih, w_hh, b_ih, b_hh)
+        check_same_dtype("gru_cell", _dense(x), h, w_ih, w_hh, b_ih, b_hh)
         n = h.shape[1] if h.ndim == 2 else -1
-        if x.ndim != 2 or h.ndim != 2 or x.shape[0] != h.shape[0] or w_ih.shape != (3 * n, x.shape[1]) \
-                or w_hh.shape != (3 * n, n):
-            raise ValueError(f"expected x (B, I), h (B, H), w_ih (3H, I), w_hh (3H, H); got x {x.shape}, "
-                             f"h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
-        gi, gh = K.matmul(x, w_ih.T), K.matmul(h, w_hh.T)
+        batch, features = _input_shape(x, w_ih)
+        if h.ndim != 2 or batch != h.shape[0] or w_ih.shape != (3 * n, features) or w_hh.shape != (3 * n, n):
+            raise ValueError(f"expected x (B, I) or token ids (B,), h (B, H), w_ih (3H, I), w_hh (3H, H); "
+                             f"got x {x.shape} {x.dtype}, h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
+        gi = K.pick_columns(w_ih, x) if x.dtype.kind in "iu" else K.matmul(x, w_ih.T)
+        gh = K.matmul(h, w_hh.T)
         if b_ih is not None:
             gi, gh = gi + b_ih, gh + b_hh
         r = K.sigmoid(gi[:, :n] + gh[:, :n])
@@ -142,9 +175,10 @@ class GRUCellStep(Function):
         d_gi[:, 2 * n:] = d_n
         d_gh = d_gi.copy()
         d_gh[:, 2 * n:] = d_n * r  # the reset gate scales h_n
-        return (K.matmul(d_gi, w_ih) if need_x else None,
+        d_x, d_w_ih = _input_grads(d_gi, x, w_ih, need_x, need_w_ih)
+        return (d_x,
                 K.matmul(d_gh, w_hh) + g * z if need_h else None,
-                OuterGrad(d_gi, x) if need_w_ih else None,
+                d_w_ih,
                 OuterGrad(d_gh, h) if need_w_hh else None,
                 np.add.reduce(d_gi, axis=0) if need_b_ih else None,
                 np.add.reduce(d_gh, axis=0) if need_b_hh else None)
