@@ -9,17 +9,23 @@ h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) on one-hot x_t, a Linear h
 h_t, mean cross-entropy over all 2,048 positions, full backward (BPTT), one SGD update.
 Throughput = 2,048 tokens / median step time.
 
-Rows of each table (all timed round-robin, one step of each per repetition, the order rotating,
-so that whatever else the machine does hits every row alike):
+Rows of each table (timed round-robin in turns of a few steps, the order rotating, so that
+whatever else the machine does hits every row alike). The input is the same tokens either as
+one-hot rows x_t or as token ids; one_hot(ids) @ W_ih^T is a row gather of W_ih^T, the same
+math, so every row computes the same losses and gradients:
 
 - tinygrad_rnn as a user writes it (nn.RNNCell in a Python loop, nn.Linear, cross_entropy,
-  backward, optim.SGD), on the numba backend and on the numpy reference backend;
+  backward, optim.SGD): fed token ids (the cell gathers) and fed one-hot rows, on the numba
+  backend, and fed token ids on the numpy reference backend;
 - the same model written by hand in numpy (forward + BPTT, preallocated buffers): the floor a
-  per-op framework on numpy can hope for. At startup its float64 gradients are checked against
-  tinygrad_rnn's to 1e-9 relative, so both rows compute the same thing;
-- the matrix products of that hand-written step alone (same shapes, same calls): the compute floor;
-- PyTorch, torch.nn.RNNCell in a Python loop and the fused torch.nn.RNN, with as many threads as
-  numpy's BLAS uses. Optional: `pip install torch==2.13.0` enables these rows.
+  per-op framework on numpy can hope for. Once on one-hot rows with the per-step products the
+  cell loop issues, once on token ids written for speed (gather, weight gradients as one GEMM
+  each). At startup every tinygrad_rnn variant's and the second one's float64 gradients are
+  checked against the first's to 1e-9 relative, so the rows compute the same thing;
+- the matrix products of each hand-written step alone (same shapes, same calls): compute floors;
+- PyTorch, with as many threads as numpy's BLAS uses: torch.nn.RNNCell in a Python loop and the
+  fused torch.nn.RNN on one-hot rows, and an embedding lookup + Python loop on token ids (neither
+  nn.RNNCell nor nn.RNN takes ids). Optional: `pip install torch==2.13.0` enables these rows.
 
 Then: numba compile cost (a fresh process doing import + one step, with an empty and with a
 filled NUMBA_CACHE_DIR), `import tinygrad_rnn` alone, and tracemalloc's peak for forward +
@@ -96,12 +102,13 @@ class Row:
 class TinygradStep(Row):
     """The step as a user writes it: nothing here knows about BPTT."""
 
-    def __init__(self, weights: dict, x: np.ndarray, y: np.ndarray, lr: float = LR, backend: str = "numba"):
+    def __init__(self, weights: dict, x: np.ndarray, y: np.ndarray, lr: float = LR, backend: str = "numba",
+                 ids: bool = True):
         import tinygrad_rnn as tg
         from tinygrad_rnn import nn, optim
 
         self.tg, self.F, self.backend = tg, nn.functional, backend
-        self.name = f"{TG} ({backend} backend)"
+        self.name = f"{TG}, {'token ids' if ids else 'one-hot'} ({backend} backend)"
         hidden, vocab = weights["w_hh"].shape[0], weights["w_out"].shape[0]
         self.cell, self.head = nn.RNNCell(vocab, hidden), nn.Linear(hidden, vocab)
         dtype = x.dtype
@@ -109,7 +116,8 @@ class TinygradStep(Row):
                        (self.cell.bias_ih, "b_ih"), (self.cell.bias_hh, "b_hh"),
                        (self.head.weight, "w_out"), (self.head.bias, "b_out")):
             p.data = np.array(weights[key], dtype=dtype)
-        self.x, self.y = tg.Tensor(x), y
+        # token ids (T, B) or the one-hot rows (T, B, V): the cell takes either, same numbers
+        self.x, self.y = (x.argmax(-1) if ids else tg.Tensor(x)), y
         self.params = list(self.cell.parameters()) + list(self.head.parameters())
         self.opt = optim.SGD(self.params, lr=lr)
 
@@ -146,7 +154,7 @@ class NumpyBPTT(Row):
     """Forward and BPTT written out in numpy, every buffer allocated once: per-step matmuls of the
     same shapes the RNNCell loop issues, so the gap to it is pure framework cost."""
 
-    name = "numpy forward+BPTT by hand"
+    name = "numpy by hand, one-hot"
 
     def __init__(self, weights: dict, x: np.ndarray, y: np.ndarray, lr: float = LR):
         self.p = {k: np.array(v, dtype=x.dtype) for k, v in weights.items()}
@@ -173,22 +181,7 @@ class NumpyBPTT(Row):
             a += tmp
             a += b
             np.tanh(a, out=hs[t + 1])
-        flat = hs[1:].reshape(seq * batch, -1)
-        z = self.logits
-        np.matmul(flat, p["w_out"].T, out=z)
-        z += p["b_out"]
-        z -= z.max(axis=1, keepdims=True)
-        picked = z[self.rows, self.y]  # a copy: z becomes the softmax below
-        np.exp(z, out=z)
-        total = z.sum(axis=1, keepdims=True)
-        n = seq * batch
-        loss = float(np.log(total).sum() - picked.sum()) / n
-        z /= total
-        z[self.rows, self.y] -= 1
-        z /= n  # z is now dL/dlogits
-        np.matmul(z.T, flat, out=g["w_out"])
-        np.add.reduce(z, axis=0, out=g["b_out"])
-        np.matmul(z, p["w_out"], out=self.dH)
+        loss = self._head()
         dH = self.dH.reshape(seq, batch, -1)
         dh, da, dh_next = self.dh, self.da, self.dh_next
         dh_next[...] = 0
@@ -210,11 +203,78 @@ class NumpyBPTT(Row):
         g["b_hh"][...] = g["b_ih"]
         return loss
 
+    def _head(self) -> float:
+        """Logits of every state, mean cross-entropy; leaves dL/dW_out, dL/db_out in self.g and
+        dL/d(states) in self.dH."""
+        p, g, hs = self.p, self.g, self.hs
+        seq, batch = hs.shape[0] - 1, hs.shape[1]
+        flat = hs[1:].reshape(seq * batch, -1)
+        z = self.logits
+        np.matmul(flat, p["w_out"].T, out=z)
+        z += p["b_out"]
+        z -= z.max(axis=1, keepdims=True)
+        picked = z[self.rows, self.y]  # a copy: z becomes the softmax below
+        np.exp(z, out=z)
+        total = z.sum(axis=1, keepdims=True)
+        n = seq * batch
+        loss = float(np.log(total).sum() - picked.sum()) / n
+        z /= total
+        z[self.rows, self.y] -= 1
+        z /= n  # z is now dL/dlogits
+        np.matmul(z.T, flat, out=g["w_out"])
+        np.add.reduce(z, axis=0, out=g["b_out"])
+        np.matmul(z, p["w_out"], out=self.dH)
+        return loss
+
     def step(self) -> float:
         loss = self.forward_backward()
         for k, w in self.p.items():
             self.g[k] *= self.lr
             w -= self.g[k]
+        return loss
+
+
+class NumpyBPTTGather(NumpyBPTT):
+    """The same step fed token ids, written as a careful numpy programmer would: the input
+    projection a row gather of W_ih^T, each step's dL/dpre kept, and every weight gradient one
+    GEMM over all steps at the end (W_ih's against the one-hot rows: numpy has no faster
+    scatter-add, np.add.at over the 2,048 rows took 8x that GEMM's time at H=256)."""
+
+    name = "numpy by hand, token ids"
+
+    def __init__(self, weights: dict, x: np.ndarray, y: np.ndarray, lr: float = LR):
+        super().__init__(weights, x, y, lr)
+        seq, batch, vocab = x.shape
+        self.ids = x.argmax(-1)
+        self.x_flat = x.reshape(seq * batch, vocab)
+        self.d_pre = np.zeros((seq, batch, self.p["w_hh"].shape[0]), x.dtype)
+
+    def forward_backward(self) -> float:
+        p, g, hs, ids = self.p, self.g, self.hs, self.ids
+        seq, batch, hidden = self.d_pre.shape
+        w_ih_t, w_hh_t, b = p["w_ih"].T, p["w_hh"].T, p["b_ih"] + p["b_hh"]
+        a, tmp = self.a, self.tmp
+        for t in range(seq):
+            np.matmul(hs[t], w_hh_t, out=tmp)
+            np.add(w_ih_t[ids[t]], tmp, out=a)
+            a += b
+            np.tanh(a, out=hs[t + 1])
+        loss = self._head()
+        dH = self.dH.reshape(seq, batch, -1)
+        dh, dh_next = self.dh, self.dh_next
+        dh_next[...] = 0
+        for t in reversed(range(seq)):
+            np.add(dH[t], dh_next, out=dh)
+            h, da = hs[t + 1], self.d_pre[t]
+            np.multiply(h, h, out=da)
+            np.subtract(1, da, out=da)
+            da *= dh
+            np.matmul(da, p["w_hh"], out=dh_next)
+        d_flat = self.d_pre.reshape(seq * batch, hidden)
+        np.matmul(d_flat.T, self.x_flat, out=g["w_ih"])
+        np.matmul(d_flat.T, hs[:-1].reshape(seq * batch, hidden), out=g["w_hh"])
+        np.add.reduce(d_flat, axis=0, out=g["b_ih"])
+        g["b_hh"][...] = g["b_ih"]
         return loss
 
 
@@ -250,7 +310,41 @@ class GemmsOnly(NumpyBPTT):
         return seq * per_t + 3 * 2 * seq * batch * hidden * vocab  # head: fwd, dW_out, dH
 
 
+class GemmsOnlyGather(NumpyBPTTGather):
+    """Only the matrix products of NumpyBPTTGather's step."""
+
+    name = "  its GEMMs alone (ids)"
+
+    def __init__(self, weights, x, y, lr=LR):
+        super().__init__(weights, x, y, lr)
+        super().step()
+
+    def step(self) -> float:
+        p, g, hs = self.p, self.g, self.hs
+        seq, batch, hidden = self.d_pre.shape
+        w_hh_t = p["w_hh"].T
+        for t in range(seq):
+            np.matmul(hs[t], w_hh_t, out=self.tmp)
+        flat, z = hs[1:].reshape(seq * batch, -1), self.logits
+        np.matmul(flat, p["w_out"].T, out=z)
+        np.matmul(z.T, flat, out=g["w_out"])
+        np.matmul(z, p["w_out"], out=self.dH)
+        for t in reversed(range(seq)):
+            np.matmul(self.d_pre[t], p["w_hh"], out=self.dh_next)
+        d_flat = self.d_pre.reshape(seq * batch, hidden)
+        np.matmul(d_flat.T, self.x_flat, out=g["w_ih"])
+        np.matmul(d_flat.T, hs[:-1].reshape(seq * batch, hidden), out=g["w_hh"])
+        return float("nan")
+
+    @staticmethod
+    def flops(seq, batch, vocab, hidden) -> int:
+        recurrent = seq * 2 * batch * hidden * hidden * 3  # forward, dh, dW_hh
+        return recurrent + 4 * 2 * seq * batch * hidden * vocab  # head fwd, dW_out, dH; dW_ih
+
+
 class TorchStep(Row):
+    """PyTorch on the one-hot rows: nn.RNNCell in a Python loop, or the fused nn.RNN."""
+
     def __init__(self, weights, x, y, lr=LR, threads=1, fused=False):
         import torch
 
@@ -286,6 +380,40 @@ class TorchStep(Row):
         return float(loss.detach())
 
 
+class TorchEmbeddingStep(Row):
+    """PyTorch fed token ids, the same math through an embedding lookup: W_ih^T's rows gathered
+    for all steps at once (F.embedding, whose backward scatter-adds) plus both biases, then the
+    recurrence h = tanh(x_t + F.linear(h, W_hh)) in a Python loop. nn.RNNCell and the fused
+    nn.RNN take only feature vectors, so this is the fastest same-math PyTorch row with ids."""
+
+    name = "torch embedding + loop, token ids"
+
+    def __init__(self, weights, x, y, lr=LR, threads=1):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch, self.F = torch, torch.nn.functional
+        t = lambda a: torch.nn.Parameter(torch.from_numpy(np.array(a)))  # noqa: E731
+        self.w_ih_t, self.w_hh, self.b_ih, self.b_hh = t(weights["w_ih"].T), t(weights["w_hh"]), t(weights["b_ih"]), t(weights["b_hh"])
+        self.w_out, self.b_out = t(weights["w_out"]), t(weights["b_out"])
+        self.ids, self.y = torch.from_numpy(x.argmax(-1)), torch.from_numpy(y)
+        self.opt = torch.optim.SGD([self.w_ih_t, self.w_hh, self.b_ih, self.b_hh, self.w_out, self.b_out], lr=lr)
+
+    def step(self) -> float:
+        F = self.F
+        xs = F.embedding(self.ids, self.w_ih_t) + (self.b_ih + self.b_hh)
+        h, outs = None, []
+        for t in range(xs.shape[0]):  # h_{-1} = 0
+            h = self.torch.tanh(xs[t] if h is None else xs[t] + F.linear(h, self.w_hh))
+            outs.append(h)
+        out = self.torch.stack(outs)
+        loss = F.cross_entropy(F.linear(out.reshape(-1, out.shape[-1]), self.w_out, self.b_out), self.y)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        return float(loss.detach())
+
+
 # ----------------------------------------------------------------------------- checks
 
 
@@ -299,23 +427,31 @@ def verify_gradients(tol: float = 1e-9) -> dict:
     w = make_weights(hidden, vocab, dtype=np.float64)
     ref = NumpyBPTT(w, x, y)
     ref_loss = ref.forward_backward()
+
+    def rel_errors(loss, grads):
+        errs = {"loss": abs(loss - ref_loss) / abs(ref_loss)}
+        for k, gr in grads.items():
+            errs[k] = float(np.abs(gr - ref.g[k]).max() / max(np.abs(ref.g[k]).max(), 1e-300))
+        return errs
+
     worst = {}
-    for backend in ("numba", "numpy"):
+    for backend, ids in (("numba", True), ("numba", False), ("numpy", True)):
         tg.set_backend(backend)
         try:
-            model = TinygradStep(w, x, y, backend=backend)
+            model = TinygradStep(w, x, y, backend=backend, ids=ids)
             loss = model.loss()
             loss.backward()
-            errs = {"loss": abs(float(loss.data) - ref_loss) / abs(ref_loss)}
-            for k, gr in model.grads().items():
-                errs[k] = float(np.abs(gr - ref.g[k]).max() / max(np.abs(ref.g[k]).max(), 1e-300))
+            worst[model.name] = rel_errors(float(loss.data), model.grads())
         finally:
             tg.set_backend("numba")
-        worst[backend] = max(errs.values())
-        if worst[backend] > tol or not np.isfinite(worst[backend]):
+    gather = NumpyBPTTGather(w, x, y)
+    worst[gather.name] = rel_errors(gather.forward_backward(), gather.g)
+    for name, errs in worst.items():
+        worst[name] = max(errs.values())
+        if worst[name] > tol or not np.isfinite(worst[name]):
             bad = ", ".join(f"{k} {v:.2e}" for k, v in errs.items())
-            sys.exit(f"gradient check FAILED on the {backend} backend (tolerance {tol:g}): {bad}\n"
-                     "the hand-written numpy step does not compute what tinygrad_rnn computes, "
+            sys.exit(f"gradient check FAILED for {name} (tolerance {tol:g}): {bad}\n"
+                     "it does not compute what the hand-written numpy step computes, "
                      "so comparing their speed would mean nothing")
     return worst
 
@@ -369,9 +505,11 @@ def bench_hidden(hidden: int, steps: int, warmup: int, threads: int, torch_ok: b
                  pause: float = 0.0, block: int = 1) -> dict:
     x, y = make_data(SEQ, BATCH, VOCAB)
     w = make_weights(hidden, VOCAB)
-    rows = [TinygradStep(w, x, y), TinygradStep(w, x, y, backend="numpy"), NumpyBPTT(w, x, y), GemmsOnly(w, x, y)]
+    rows = [TinygradStep(w, x, y), TinygradStep(w, x, y, ids=False), TinygradStep(w, x, y, backend="numpy"),
+            NumpyBPTT(w, x, y), GemmsOnly(w, x, y), NumpyBPTTGather(w, x, y), GemmsOnlyGather(w, x, y)]
     if torch_ok:
-        rows += [TorchStep(w, x, y, threads=threads), TorchStep(w, x, y, threads=threads, fused=True)]
+        rows += [TorchStep(w, x, y, threads=threads), TorchStep(w, x, y, threads=threads, fused=True),
+                 TorchEmbeddingStep(w, x, y, threads=threads)]
     times, first_loss = run_interleaved(rows, warmup, steps, budget, min(steps, MIN_STEPS), pause, block)
     steps = len(times[rows[0].name])
     tokens = SEQ * BATCH
@@ -388,8 +526,9 @@ def bench_hidden(hidden: int, steps: int, warmup: int, threads: int, torch_ok: b
             first_loss=None if np.isnan(first_loss[r.name]) else first_loss[r.name], times_s=times[r.name])
         table.append([r.name, f"{med * 1e3:.2f}", f"{ts[0] * 1e3:.2f}", f"{100 * (q3 - q1) / med:.0f}%",
                       f"{tps:,.0f}", f"{tps / base:.2f}x"])
-    gemm = result["rows"][GemmsOnly.name.strip()]
-    gemm["gflops"] = GemmsOnly.flops(SEQ, BATCH, VOCAB, hidden) / gemm["median_s"] / 1e9
+    for cls in (GemmsOnly, GemmsOnlyGather):
+        gemm = result["rows"][cls.name.strip()]
+        gemm["gflops"] = cls.flops(SEQ, BATCH, VOCAB, hidden) / gemm["median_s"] / 1e9
     losses = [v for v in first_loss.values() if not np.isnan(v)]
     result["first_loss_spread"] = max(losses) - min(losses)
 
@@ -397,7 +536,8 @@ def bench_hidden(hidden: int, steps: int, warmup: int, threads: int, torch_ok: b
           f"interleaved in turns of {block} after {warmup} warm-up, {pause:g} s pause between turns; "
           f"threads: {threads})")
     print_table(["variant", "median ms", "min ms", "IQR", "tokens/s", f"vs {TG}"], table)
-    print(f"  GEMMs alone run at {gemm['gflops']:.1f} GFLOP/s; first-step losses agree to "
+    print(f"  GEMMs alone run at {result['rows'][GemmsOnly.name.strip()]['gflops']:.1f} GFLOP/s "
+          f"(one-hot) and {gemm['gflops']:.1f} (token ids); first-step losses agree to "
           f"{result['first_loss_spread']:.1e} across rows")
     return result
 
@@ -508,20 +648,27 @@ def bench_memory(seq: int, hidden: int) -> dict:
 
 
 def print_targets(results: dict) -> list:
-    """The speed issue's targets against this run: (target, measured, met) rows, printed."""
+    """The speed issue's targets against this run: (target, measured, met) rows, printed.
+
+    Judged on the token-id row, the way the char-LM feeds its cell (one_hot(ids) @ W_ih^T as a
+    gather), against the fastest row of each kind computing the same math: every PyTorch row
+    (one-hot nn.RNNCell loop, fused nn.RNN, embedding + loop), both hand-written numpy steps,
+    and the GEMMs of the token-id one (the smaller floor). The one-hot row's ratios are in the
+    tables above."""
     rows = []
     for h, res in results["hidden"].items():
         r = res["rows"]
-        ours = r[f"{TG} (numba backend)"]["tokens_per_s"]
-        torch_rows = [v["tokens_per_s"] for k, v in r.items() if k.startswith("torch")]
+        ours = r[f"{TG}, token ids (numba backend)"]["tokens_per_s"]
+        best = lambda names: max(r[n.strip()]["tokens_per_s"] for n in names)  # noqa: E731
+        torch_rows = [k for k in r if k.startswith("torch")]
         if torch_rows:
-            ratio = ours / max(torch_rows)
-            rows.append((f"H={h}: >= 1.0x the faster PyTorch variant", f"{ratio:.2f}x", ratio >= 1.0))
-        ratio = ours / r[NumpyBPTT.name]["tokens_per_s"]
-        rows.append((f"H={h}: >= 0.8x the hand-written numpy BPTT", f"{ratio:.2f}x", ratio >= 0.8))
+            ratio = ours / best(torch_rows)
+            rows.append((f"H={h}: >= 1.0x the fastest PyTorch row", f"{ratio:.2f}x", ratio >= 1.0))
+        ratio = ours / best([NumpyBPTT.name, NumpyBPTTGather.name])
+        rows.append((f"H={h}: >= 0.8x the faster hand-written numpy BPTT", f"{ratio:.2f}x", ratio >= 0.8))
         if int(h) >= 256:
-            ratio = ours / r[GemmsOnly.name.strip()]["tokens_per_s"]
-            rows.append((f"H={h}: >= 0.7x its GEMMs alone", f"{ratio:.2f}x", ratio >= 0.7))
+            ratio = ours / best([GemmsOnly.name, GemmsOnlyGather.name])
+            rows.append((f"H={h}: >= 0.7x the smaller GEMM floor", f"{ratio:.2f}x", ratio >= 0.7))
     warm = results["startup"].get("warm")
     if warm:
         rows.append(("warm-cache import + first step < 2 s", f"{warm['total_s']:.2f} s", warm["total_s"] < 2))
@@ -607,8 +754,8 @@ def main(argv=None) -> int:
           "(timings are noisy when this is high)")
 
     worst = verify_gradients()
-    print(f"gradient check, float64: hand-written numpy BPTT == {TG} to "
-          f"{worst['numba']:.1e} (numba backend), {worst['numpy']:.1e} (numpy backend) relative")
+    print("gradient check, float64, against the one-hot numpy step by hand (max relative error): "
+          + "; ".join(f"{name} {err:.1e}" for name, err in worst.items()))
 
     t_start = time.perf_counter()
     results = {"config": dict(vocab=VOCAB, batch=BATCH, seq=SEQ, lr=LR, threads=threads, quick=args.quick,

@@ -10,9 +10,11 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_charlm_step_quick_runs_and_prints_a_table():
     res = subprocess.run([sys.executable, BENCH, "--quick"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
-    table = [line for line in res.stdout.splitlines() if "tokens/s" in line or "tinygrad_rnn (" in line]
-    assert any("tokens/s" in line for line in table), res.stdout
-    assert any(line.lstrip().startswith("tinygrad_rnn") for line in table), res.stdout
+    lines = res.stdout.splitlines()
+    assert any("tokens/s" in line and "median ms" in line for line in lines), res.stdout
+    for feed in ("token ids", "one-hot"):  # both inputs, each a row of the table with its ratio
+        assert any(line.lstrip().startswith(f"tinygrad_rnn, {feed} (numba backend)") and line.endswith("x")
+                   for line in lines), res.stdout
     # the issue's targets are judged in the same run, each line ending in met or MISSED
     targets = res.stdout.split("targets of the speed issue, this run:")[-1].splitlines()
     verdicts = [line.split()[-1] for line in targets if line.strip().startswith(("H=", "graph", "warm"))]
