@@ -181,3 +181,16 @@ def test_training_uses_one_blas_thread_for_small_models_unless_the_user_chose(mo
     before = blas_threads()
     with charlm.blas_threads_for(256):
         assert blas_threads() == before  # the user's choice stands
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_one_hot_model_feeds_token_ids_with_the_one_hot_numbers(cell):
+    # CharRNN hands its layer the ids; the layer fed the one-hot rows gives the same values
+    tg.manual_seed(1)
+    model = CharRNN(5, 6, cell=cell, num_layers=2)
+    tokens = np.random.default_rng(0).integers(0, 5, (3, 7))
+    logits, _ = model(tokens)
+    out, _ = model.rnn(tg.nn.functional.one_hot(tokens, 5))
+    np.testing.assert_array_equal(logits.data, model.head(out).data)
+    with pytest.raises(IndexError, match="CharRNN: token id 5 is out of range for a vocabulary of 5"):
+        model(np.array([[0, 5]]))

@@ -284,7 +284,6 @@ class HiddenActivity:
 def hidden_activity(model, vocab, text: str) -> HiddenActivity:
     """Run `model` (a CharRNN) over `text` from a zero state and record its top hidden layer."""
     from .autograd import no_grad
-    from .nn import functional as F
 
     if len(text) < 2:
         raise ValueError(f"hidden_activity: need a text of at least 2 characters, got {len(text)}")
@@ -293,11 +292,7 @@ def hidden_activity(model, vocab, text: str) -> HiddenActivity:
     model.eval()
     try:
         with no_grad():
-            if model.embed is not None:
-                x = model.embed(ids)
-            else:
-                x = F.one_hot(ids, model.vocab_size, dtype=model.head.weight.dtype)
-            out, _ = model.rnn(x)
+            out, _ = model.rnn(model._input(ids))
     finally:
         model.train(was_training)
     states = np.asarray(out.data[0], dtype=np.float64)

@@ -32,8 +32,10 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 class CharRNN(nn.Module):
     """tokens (B, T) -> logits (B, T, V), carrying the recurrent state.
 
-    `embedding=0` feeds one-hot vectors, as min-char-rnn and d2l do; `embedding=E` learns an
-    E-dimensional embedding instead."""
+    `embedding=0` feeds one-hot vectors, as min-char-rnn and d2l do, given to the recurrent
+    layer as the token ids they stand for (it gathers columns of W_ih instead of multiplying by
+    the one-hot rows: the same numbers, nn/rnn.py); `embedding=E` learns an E-dimensional
+    embedding instead."""
 
     def __init__(self, vocab_size: int, hidden_size: int = 256, num_layers: int = 1, cell: str = "rnn",
                  embedding: int = 0, dropout: float = 0.0):
@@ -49,12 +51,18 @@ class CharRNN(nn.Module):
 
     def forward(self, tokens, state=None):
         tokens = np.asarray(tokens.data if isinstance(tokens, Tensor) else tokens)
-        if self.embed is not None:
-            x = self.embed(tokens)
-        else:
-            x = F.one_hot(tokens, self.vocab_size, dtype=self.head.weight.dtype)
-        out, state = self.rnn(x, state)
+        out, state = self.rnn(self._input(tokens), state)
         return self.head(self.drop(out)), state
+
+
+    def _input(self, tokens: np.ndarray):
+        """The recurrent layer's input: embeddings, or the ids standing for one-hot rows."""
+        if self.embed is not None:
+            return self.embed(tokens)
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+            bad = tokens[(tokens < 0) | (tokens >= self.vocab_size)][0]
+            raise IndexError(f"CharRNN: token id {bad} is out of range for a vocabulary of {self.vocab_size}")
+        return tokens
 
 
 def detach_state(state):
