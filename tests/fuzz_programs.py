@@ -171,7 +171,7 @@ class Program:
         values = {**dict(self.consts), **values}
         margin = math.inf
         for k in self.kinks:
-            x = values[k.names[0]]
+            x = values.get(k.names[0])  # None: a relu step fed token ids (its one-hot rows in k.arg)
             if k.kind == "zero":
                 d = np.abs(x)
             elif k.kind == "tie":
@@ -180,7 +180,8 @@ class Program:
             elif k.kind == "bounds":
                 d = np.min([np.abs(x - b) for b in k.arg if b is not None], axis=0)
             elif k.kind == "rnn_relu":  # the pre-activation x W_ih^T + h W_hh^T + b of a relu step
-                x, h, w_ih, w_hh, b_ih, b_hh = (None if n is None else values[n] for n in k.names)
+                h, w_ih, w_hh, b_ih, b_hh = (None if n is None else values[n] for n in k.names[1:])
+                x = x if k.arg is None else k.arg
                 d = np.abs(x @ w_ih.T + h @ w_hh.T + (0 if b_ih is None else b_ih + b_hh))
             elif k.kind == "top2":
                 rows = _rows(x, k.arg)
@@ -1061,15 +1062,26 @@ class _Builder:
             # relu gets a jittered bias, so zero inputs do not put every unit on its kink
             b_hh = self.jitter((H,)) if act == "relu" else tensor((H,))[0]
         for _ in range(self.integer(1, 3)):
-            xt, xb = self.use(x, limit)
+            xt, xb, one_hot = self.step_input(x, limit)
             if act == "relu":
-                self.kinks.append(Kink("rnn_relu", (xt, h, w_ih, w_hh, b_ih, b_hh)))
+                x_name = xt if one_hot is None else None
+                self.kinks.append(Kink("rnn_relu", (x_name, h, w_ih, w_hh, b_ih, b_hh), one_hot))
             bound = 1 if act != "relu" else I * xb * wib + H * hb * whb + 3
             step = self.emit(f"RNNCellStep.apply({xt}, {h}, {w_ih}, {w_hh}, {b_ih}, {b_hh}, nonlinearity={act!r})",
                              (B, H), bound)
             h, hb = self.use(step, limit)
             if self.flip():  # the next step reads another input of the same shape, if there is one
                 x = self.pick(lambda n: n.shape == (B, I)) or x
+
+    def step_input(self, x, limit):
+        """(text, bound, one-hot rows or None) of a recurrent step's input: node x, or half the
+        time token ids (B,) standing for one-hot rows of x's width (the step gathers W_ih's
+        columns; the relu kink check multiplies the one-hot rows, passed as the Kink's arg)."""
+        B, I = x.shape
+        if self.flip():
+            ids = self.draw(hnp.arrays(np.int64, B, elements=st.integers(0, I - 1)))
+            return f"np.array({_fmt(ids)})", 1.0, np.eye(I)[ids]
+        return (*self.use(x, limit), None)
 
     def gate_weights(self, gates, I, H):
         """Texts of w_ih (gates*H, I), w_hh (gates*H, H) and, half the time, the two biases
@@ -1092,7 +1104,7 @@ class _Builder:
         (h, _), (c, cb) = self.node_or_operand((B, H), 1.0), self.node_or_operand((B, H), 1.0)
         w_ih, w_hh, b_ih, b_hh = self.gate_weights(4, I, H)
         for _ in range(self.integer(1, 3)):
-            xt, _ = self.use(x, 1.0)
+            xt = self.step_input(x, 1.0)[0]
             hc = self.emit(f"LSTMCellStep.apply({xt}, {h}, {c}, {w_ih}, {w_hh}, {b_ih}, {b_hh})", (2, B, H), cb + 1)
             cb += 1  # |c'| <= |c| + 1, |h'| <= 1
             h = self.emit(f"{hc.name}[0]", (B, H), 1).name
@@ -1110,7 +1122,7 @@ class _Builder:
         h, hb = self.node_or_operand((B, H), 1.0)
         w_ih, w_hh, b_ih, b_hh = self.gate_weights(3, I, H)
         for _ in range(self.integer(1, 3)):
-            xt, _ = self.use(x, 1.0)
+            xt = self.step_input(x, 1.0)[0]
             hb = max(hb, 1.0)  # |h'| <= max(|h|, 1)
             h = self.emit(f"GRUCellStep.apply({xt}, {h}, {w_ih}, {w_hh}, {b_ih}, {b_hh})", (B, H), hb).name
 
