@@ -203,6 +203,14 @@ class NumpyBPTT(Row):
         g["b_hh"][...] = g["b_ih"]
         return loss
 
+    def _head_gemms(self) -> None:
+        """The head's three products alone (logits, dL/dW_out, dL/d(states)), as `_head` makes them."""
+        p, g, hs = self.p, self.g, self.hs
+        flat, z = hs[1:].reshape(-1, hs.shape[-1]), self.logits
+        np.matmul(flat, p["w_out"].T, out=z)
+        np.matmul(z.T, flat, out=g["w_out"])
+        np.matmul(z, p["w_out"], out=self.dH)
+
     def _head(self) -> float:
         """Logits of every state, mean cross-entropy; leaves dL/dW_out, dL/db_out in self.g and
         dL/d(states) in self.dH."""
@@ -288,16 +296,13 @@ class GemmsOnly(NumpyBPTT):
         super().step()  # realistic values in every buffer (no denormals, no NaN)
 
     def step(self) -> float:
-        p, g, x, hs = self.p, self.g, self.x, self.hs
+        p, x, hs = self.p, self.x, self.hs
         seq, batch, _ = x.shape
         w_ih_t, w_hh_t = p["w_ih"].T, p["w_hh"].T
         for t in range(seq):
             np.matmul(x[t], w_ih_t, out=self.a)
             np.matmul(hs[t], w_hh_t, out=self.tmp)
-        flat, z = hs[1:].reshape(seq * batch, -1), self.logits
-        np.matmul(flat, p["w_out"].T, out=z)
-        np.matmul(z.T, flat, out=g["w_out"])
-        np.matmul(z, p["w_out"], out=self.dH)
+        self._head_gemms()
         for t in reversed(range(seq)):
             np.matmul(self.da.T, x[t], out=self.tmp_ih)
             np.matmul(self.da.T, hs[t], out=self.tmp_hh)
@@ -325,10 +330,7 @@ class GemmsOnlyGather(NumpyBPTTGather):
         w_hh_t = p["w_hh"].T
         for t in range(seq):
             np.matmul(hs[t], w_hh_t, out=self.tmp)
-        flat, z = hs[1:].reshape(seq * batch, -1), self.logits
-        np.matmul(flat, p["w_out"].T, out=z)
-        np.matmul(z.T, flat, out=g["w_out"])
-        np.matmul(z, p["w_out"], out=self.dH)
+        self._head_gemms()
         for t in reversed(range(seq)):
             np.matmul(self.d_pre[t], p["w_hh"], out=self.dh_next)
         d_flat = self.d_pre.reshape(seq * batch, hidden)
