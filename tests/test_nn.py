@@ -286,6 +286,13 @@ def test_embedding_gathers_rows_and_scatter_adds_gradients():
     np.testing.assert_array_equal(out.data, emb.weight.data[ids])
     out.sum().backward()
     np.testing.assert_array_equal(emb.weight.grad.data[:, 0], [1, 0, 2, 0, 1])
+    # indices overwritten between forward and backward (a reused batch buffer) change nothing:
+    # the op kept a copy, which its unchecked numba scatter relies on
+    emb.zero_grad()
+    out = emb(ids)
+    ids[:] = 10**9
+    out.sum().backward()
+    np.testing.assert_array_equal(emb.weight.grad.data[:, 0], [1, 0, 2, 0, 1])
 
 
 def test_dropout_module():

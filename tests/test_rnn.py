@@ -420,6 +420,26 @@ def test_a_weight_fed_token_ids_and_used_densely_gets_both_gradients():
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-13)
 
 
+@pytest.mark.parametrize("Cell,flag", CELL_FLAGS)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_token_ids_overwritten_after_forward_change_nothing(monkeypatch, Cell, flag, fused):
+    # a data loader refilling its batch buffer before backward: the step kept its own copy
+    # (the backward's scatter would otherwise index out of bounds)
+    monkeypatch.setattr(nn.rnn, flag, fused)
+    cell = Cell(4, 3).double()
+    grads = []
+    for overwrite in (False, True):
+        cell.zero_grad()
+        ids = np.array([3, 0, 3])
+        out = cell(ids)
+        if overwrite:
+            ids[:] = 10**9
+        (out[0] if isinstance(out, tuple) else out).sum().backward()
+        grads.append([p.grad.data.copy() for p in cell.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 def test_token_id_errors_name_the_op_and_the_id(monkeypatch, fused):
     monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)

@@ -104,7 +104,9 @@ class Embedding(Function):
             raise TypeError(f"indices must be integers, got dtype {indices.dtype}")
         if weight.ndim != 2:
             raise ValueError(f"weight must be 2-D (num_embeddings, dim), got shape {weight.shape}")
-        flat = np.ascontiguousarray(indices.reshape(-1), dtype=np.int64)
+        # a copy: backward's numba scatter trusts these indices, so the caller's array may not
+        # change them after this check
+        flat = np.array(indices.reshape(-1), dtype=np.int64)
         if flat.size and (flat.min() < 0 or flat.max() >= weight.shape[0]):
             bad = flat[(flat < 0) | (flat >= weight.shape[0])][0]
             raise IndexError(f"index {bad} is out of range for {weight.shape[0]} embeddings")

@@ -27,6 +27,13 @@ def _input_shape(x, w_ih) -> tuple:
     return x.shape if x.ndim == 2 else (-1, -1)
 
 
+def _own(x):
+    """x as the step keeps it: token ids are copied, because backward's numba scatter indexes
+    W_ih's gradient with them unchecked, and a caller refilling its batch buffer in place
+    before backward must not move the gradient, let alone write out of bounds."""
+    return x.copy() if x.dtype.kind in "iu" else x
+
+
 def _dense(x):
     """x for the dtype check: token ids are integers by design, not a float to mismatch."""
     return None if x.dtype.kind in "iu" else x
@@ -63,6 +70,7 @@ class RNNCellStep(Function):
     or both None."""
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+        x = _own(x)
         check_same_dtype("rnn_cell", _dense(x), h, w_ih, w_hh, b_ih, b_hh)
         batch, features = _input_shape(x, w_ih)
         if h.ndim != 2 or batch != h.shape[0] or w_ih.shape != (h.shape[1], features) \
@@ -99,6 +107,7 @@ class LSTMCellStep(Function):
     """
 
     def forward(self, x, h, c, w_ih, w_hh, b_ih, b_hh):
+        x = _own(x)
         check_same_dtype("lstm_cell", _dense(x), h, c, w_ih, w_hh, b_ih, b_hh)
         n = h.shape[1] if h.ndim == 2 else -1
         batch, features = _input_shape(x, w_ih)
@@ -147,6 +156,7 @@ class GRUCellStep(Function):
     so the values equal the op-by-op graph's bit for bit; the backward is its chain rule."""
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh):
+        x = _own(x)
         check_same_dtype("gru_cell", _dense(x), h, w_ih, w_hh, b_ih, b_hh)
         n = h.shape[1] if h.ndim == 2 else -1
         batch, features = _input_shape(x, w_ih)
