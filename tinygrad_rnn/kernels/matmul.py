@@ -151,7 +151,7 @@ def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh):
     at odd sizes (H = 100, 300), and float64 is for checking, not speed."""
     if x.dtype.kind in "iu":
         return _preact_from_ids(x, h, w_ih, w_hh, b_ih, b_hh)
-    if x.shape[0] > _PREACT_SWAP_ROWS or x.dtype != np.float32 or w_hh.dtype != np.float32:
+    if not _preact_swaps(h, w_hh) or x.dtype != np.float32:
         return rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh)
     pre_t = np.matmul(w_ih, x.T)
     pre_t += np.matmul(w_hh, h.T)
@@ -161,6 +161,10 @@ def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh):
 
 
 _PREACT_SWAP_ROWS = 64
+
+
+def _preact_swaps(h, w_hh) -> bool:
+    return h.shape[0] <= _PREACT_SWAP_ROWS and h.dtype == np.float32 and w_hh.dtype == np.float32
 
 
 # --- one-hot input given as token ids. one_hot(ids) @ w.T is exactly column ids[b] of w in row
@@ -188,30 +192,37 @@ def pick_columns_ref(w, ids):
 
 def pick_columns(w, ids):
     out = np.empty((ids.shape[0], w.shape[0]), w.dtype)
-    if _add_picked_columns(out, out, w, ids, np.empty(0, w.dtype), False) >= 0:  # hh: unread
-        raise _id_error(ids, w.shape[1])
+    _pick_columns_into(out, None, w, ids, None)
     return out
 
 
+def _pick_columns_into(out, hh, w, ids, bias):
+    """out = w.T[ids] (+ hh) (+ bias); hh and bias may be None. Raises naming a bad id."""
+    # numba takes "absent" as an empty array of the same type
+    hh = np.empty((0, 0), w.dtype) if hh is None else hh
+    bias = np.empty(0, w.dtype) if bias is None else bias
+    if _add_picked_columns(out, hh, w, ids, bias) >= 0:
+        raise _id_error(ids, w.shape[1])
+
+
 @njit(cache=True)
-def _add_picked_columns(out, hh, w, ids, bias, add_hh):
-    """out[b] = (w[:, ids[b]] + hh[b]) + bias, the reference's order; hh only if add_hh, bias
-    only if it is not empty. Returns the first b whose id is outside [0, w.shape[1]), else -1,
-    so the caller can name it (a numba exception cannot)."""
+def _add_picked_columns(out, hh, w, ids, bias):
+    """out[b] = (w[:, ids[b]] + hh[b]) + bias, the reference's order; an empty hh or bias is
+    left out. Returns the first b whose id is outside [0, w.shape[1]), else -1, so the caller
+    can name it (a numba exception cannot)."""
     n = w.shape[1]
+    add_hh, add_bias = hh.shape[0] > 0, bias.shape[0] > 0
     for b in range(ids.shape[0]):
         k = ids[b]
         if k < 0 or k >= n:
             return b
-        if add_hh and bias.shape[0]:
-            for j in range(out.shape[1]):
-                out[b, j] = (w[j, k] + hh[b, j]) + bias[j]
-        elif add_hh:
-            for j in range(out.shape[1]):
-                out[b, j] = w[j, k] + hh[b, j]
-        else:
-            for j in range(out.shape[1]):
-                out[b, j] = w[j, k]
+        for j in range(out.shape[1]):
+            v = w[j, k]
+            if add_hh:
+                v = v + hh[b, j]
+            if add_bias:
+                v = v + bias[j]
+            out[b, j] = v
     return -1
 
 
@@ -219,14 +230,9 @@ def _preact_from_ids(ids, h, w_ih, w_hh, b_ih, b_hh):
     """rnn_preact with the input product replaced by the column gather: h's product (transposed
     where that pays, as above), then one numba pass adds the picked columns and the bias and
     writes row order."""
-    if h.shape[0] <= _PREACT_SWAP_ROWS and h.dtype == np.float32 and w_hh.dtype == np.float32:
-        hh = np.matmul(w_hh, h.T).T
-    else:
-        hh = np.matmul(h, w_hh.T)
+    hh = np.matmul(w_hh, h.T).T if _preact_swaps(h, w_hh) else np.matmul(h, w_hh.T)
     out = np.empty(hh.shape, hh.dtype)
-    bias = np.empty(0, hh.dtype) if b_ih is None else b_ih + b_hh
-    if _add_picked_columns(out, hh, w_ih, ids, bias, True) >= 0:
-        raise _id_error(ids, w_ih.shape[1])
+    _pick_columns_into(out, hh, w_ih, ids, None if b_ih is None else b_ih + b_hh)
     return out
 
 

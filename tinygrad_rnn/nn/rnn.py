@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from ..functional import cat, stack
-from ..ops.rnn import GRUCellStep, LSTMCellStep, RNNCellStep
+from ..ops.rnn import GRUCellStep, LSTMCellStep, RNNCellStep, is_token_ids
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -51,7 +51,7 @@ def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
 
 def _project(x, w_t):
     """x @ w_t; token ids stand for one-hot rows, whose product picks rows of w_t."""
-    return F.embedding(x, w_t) if x.dtype.kind in "iu" else x @ w_t
+    return F.embedding(x, w_t) if is_token_ids(x) else x @ w_t
 
 
 def _rnn_step_unfused(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
@@ -152,8 +152,8 @@ class _CellBase(Module):
         """(input as (B, I) or token ids (B,), state as a tuple of (B, H), whether the input
         had no batch dim)."""
         x = _as_tensor(input)
-        shape = x._data.shape
-        if x.dtype.kind in "iu":  # token ids (B,) or (): one-hot rows, read as a gather
+        shape, ids = x._data.shape, is_token_ids(x)
+        if ids:  # token ids (B,) or (): one-hot rows, read as a gather
             if len(shape) > 1:
                 raise ValueError(f"{type(self).__name__}: integer input is read as token ids of shape "
                                  f"(batch,) or (); got {shape} {x.dtype} (cast one-hot rows to float)")
@@ -166,8 +166,7 @@ class _CellBase(Module):
         if unbatched:
             x = x.unsqueeze(0)
         if hx is None:
-            dtype = self.weight_hh.dtype if x.dtype.kind in "iu" else x.dtype
-            zero = Tensor(np.zeros((x.shape[0], self.hidden_size), dtype))
+            zero = Tensor(np.zeros((x.shape[0], self.hidden_size), self.weight_hh.dtype if ids else x.dtype))
             return x, (zero,) * self._n_states, unbatched
         states = (_as_tensor(hx),) if self._n_states == 1 else tuple(_as_tensor(s) for s in hx)
         want = (self.hidden_size,) if unbatched else (shape[0], self.hidden_size)
@@ -309,7 +308,7 @@ class _RNNBase(Module):
         final state (never batch-first, as in PyTorch). The LSTM's hx and h_n are (h, c) pairs.
         """
         x = _as_tensor(input)
-        ids = x.dtype.kind in "iu"
+        ids = is_token_ids(x)
         if x.ndim not in (1, 2) if ids else (x.ndim not in (2, 3) or x.shape[-1] != self.input_size):
             raise ValueError(f"{type(self).__name__}: expected input of {self.input_size} features "
                              f"with 3 dims (batched) or 2 (unbatched), or token ids with 2 or 1; "

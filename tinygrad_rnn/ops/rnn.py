@@ -19,30 +19,28 @@ from ..autograd import ColumnGrad, Function, OuterGrad, check_same_dtype
 from ..kernels import K
 
 
-def _input_shape(x, w_ih) -> tuple:
-    """(B, I) of a step's input: a (B, I) matrix, or token ids (B,) picking columns of w_ih;
-    (-1, -1) for anything else, which the caller's shape check then refuses."""
-    if x.dtype.kind in "iu":
-        return (x.shape[0], w_ih.shape[-1]) if x.ndim == 1 else (-1, -1)
-    return x.shape if x.ndim == 2 else (-1, -1)
+def is_token_ids(x) -> bool:
+    """Integer input to a recurrent step stands for one-hot rows (the one rule for cells,
+    layers and the ops here)."""
+    return x.dtype.kind in "iu"
 
 
-def _own(x):
-    """x as the step keeps it: token ids are copied, because backward's numba scatter indexes
-    W_ih's gradient with them unchecked, and a caller refilling its batch buffer in place
-    before backward must not move the gradient, let alone write out of bounds."""
-    return x.copy() if x.dtype.kind in "iu" else x
-
-
-def _dense(x):
-    """x for the dtype check: token ids are integers by design, not a float to mismatch."""
-    return None if x.dtype.kind in "iu" else x
+def _step_input(x, w_ih) -> tuple:
+    """(x as the step keeps it, x for the dtype check, (B, I)) for a step's input: a (B, I)
+    matrix, or token ids (B,) picking columns of w_ih; (B, I) is (-1, -1) for anything else,
+    which the caller's shape check then refuses. Token ids are integers by design (no float to
+    mismatch) and are copied, because backward's numba scatter indexes W_ih's gradient with
+    them unchecked: a caller refilling its batch buffer in place before backward must not move
+    the gradient, let alone write out of bounds."""
+    if is_token_ids(x):
+        return x.copy(), None, ((x.shape[0], w_ih.shape[-1]) if x.ndim == 1 else (-1, -1))
+    return x, x, (x.shape if x.ndim == 2 else (-1, -1))
 
 
 def _input_grads(d_pre, x, w_ih, need_x, need_w_ih) -> tuple:
     """(dL/dx, dL/dW_ih) of x W_ih^T given dL/d(x W_ih^T) = d_pre. Token ids have no gradient;
     their weight gradient d_pre^T @ one_hot(ids) is a scatter-add into W_ih's columns."""
-    if x.dtype.kind in "iu":
+    if is_token_ids(x):
         return None, (ColumnGrad(w_ih.shape, x, d_pre) if need_w_ih else None)
     return (K.matmul(d_pre, w_ih) if need_x else None,
             OuterGrad(d_pre, x) if need_w_ih else None)  # d_pre.T @ x, summed over steps by the engine
@@ -70,9 +68,8 @@ class RNNCellStep(Function):
     or both None."""
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
-        x = _own(x)
-        check_same_dtype("rnn_cell", _dense(x), h, w_ih, w_hh, b_ih, b_hh)
-        batch, features = _input_shape(x, w_ih)
+        x, dense, (batch, features) = _step_input(x, w_ih)
+        check_same_dtype("rnn_cell", dense, h, w_ih, w_hh, b_ih, b_hh)
         if h.ndim != 2 or batch != h.shape[0] or w_ih.shape != (h.shape[1], features) \
                 or w_hh.shape != (h.shape[1], h.shape[1]):
             raise ValueError(f"expected x (B, I) or token ids (B,), h (B, H), w_ih (H, I), w_hh (H, H); "
@@ -107,10 +104,9 @@ class LSTMCellStep(Function):
     """
 
     def forward(self, x, h, c, w_ih, w_hh, b_ih, b_hh):
-        x = _own(x)
-        check_same_dtype("lstm_cell", _dense(x), h, c, w_ih, w_hh, b_ih, b_hh)
+        x, dense, (batch, features) = _step_input(x, w_ih)
+        check_same_dtype("lstm_cell", dense, h, c, w_ih, w_hh, b_ih, b_hh)
         n = h.shape[1] if h.ndim == 2 else -1
-        batch, features = _input_shape(x, w_ih)
         if h.ndim != 2 or c.shape != h.shape or batch != h.shape[0] \
                 or w_ih.shape != (4 * n, features) or w_hh.shape != (4 * n, n):
             raise ValueError(f"expected x (B, I) or token ids (B,), h and c (B, H), w_ih (4H, I), w_hh (4H, H); "
@@ -156,14 +152,13 @@ class GRUCellStep(Function):
     so the values equal the op-by-op graph's bit for bit; the backward is its chain rule."""
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh):
-        x = _own(x)
-        check_same_dtype("gru_cell", _dense(x), h, w_ih, w_hh, b_ih, b_hh)
+        x, dense, (batch, features) = _step_input(x, w_ih)
+        check_same_dtype("gru_cell", dense, h, w_ih, w_hh, b_ih, b_hh)
         n = h.shape[1] if h.ndim == 2 else -1
-        batch, features = _input_shape(x, w_ih)
         if h.ndim != 2 or batch != h.shape[0] or w_ih.shape != (3 * n, features) or w_hh.shape != (3 * n, n):
             raise ValueError(f"expected x (B, I) or token ids (B,), h (B, H), w_ih (3H, I), w_hh (3H, H); "
                              f"got x {x.shape} {x.dtype}, h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
-        gi = K.pick_columns(w_ih, x) if x.dtype.kind in "iu" else K.matmul(x, w_ih.T)
+        gi = K.pick_columns(w_ih, x) if is_token_ids(x) else K.matmul(x, w_ih.T)
         gh = K.matmul(h, w_hh.T)
         if b_ih is not None:
             gi, gh = gi + b_ih, gh + b_hh
