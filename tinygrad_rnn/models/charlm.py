@@ -54,15 +54,10 @@ class CharRNN(nn.Module):
         out, state = self.rnn(self._input(tokens), state)
         return self.head(self.drop(out)), state
 
-
     def _input(self, tokens: np.ndarray):
-        """The recurrent layer's input: embeddings, or the ids standing for one-hot rows."""
-        if self.embed is not None:
-            return self.embed(tokens)
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
-            bad = tokens[(tokens < 0) | (tokens >= self.vocab_size)][0]
-            raise IndexError(f"CharRNN: token id {bad} is out of range for a vocabulary of {self.vocab_size}")
-        return tokens
+        """The recurrent layer's input: embeddings, or the ids standing for one-hot rows (the
+        layer's step checks them against its input size, the vocabulary)."""
+        return tokens if self.embed is None else self.embed(tokens)
 
 
 def detach_state(state):
