@@ -1040,12 +1040,10 @@ class _Builder:
     def op_rnn_step(self):
         """1-3 fused Elman steps h = act(x W_ih^T + h W_hh^T + b_ih + b_hh), sharing weights as
         an unrolled RNN does (the engine sums a shared weight's per-step gradients in one GEMM)."""
-        x = self.pick(lambda n: len(n.shape) == 2)
-        if x is None:
+        drawn = self.step_shapes(max_hidden=4, states=1)
+        if drawn is None:
             return False
-        (B, I), H = x.shape, self.integer(1, 4)
-        if B * H > MAX_NUMEL:
-            return False
+        x, B, I, H = drawn
 
         act = self.choice(("tanh", "relu", "sigmoid"))
         # tanh and sigmoid saturate on big inputs; relu's kink check needs every operand by name
@@ -1073,6 +1071,15 @@ class _Builder:
             if self.flip():  # the next step reads another input of the same shape, if there is one
                 x = self.pick(lambda n: n.shape == (B, I)) or x
 
+    def step_shapes(self, max_hidden, states):
+        """(x, B, I, H) for 1-3 recurrent steps: a 2-D node x (B, I) they read and a hidden size
+        H <= max_hidden; None when there is no 2-D node or `states` (B, H) arrays are too big."""
+        x = self.pick(lambda n: len(n.shape) == 2)
+        if x is None:
+            return None
+        (B, I), H = x.shape, self.integer(1, max_hidden)
+        return None if states * B * H > MAX_NUMEL else (x, B, I, H)
+
     def step_input(self, x, limit):
         """(text, bound, one-hot rows or None) of a recurrent step's input: node x, or half the
         time token ids (B,) standing for one-hot rows of x's width (the step gathers W_ih's
@@ -1095,12 +1102,10 @@ class _Builder:
     def op_lstm_step(self):
         """1-3 fused LSTM steps sharing weights; each returns h' and c' stacked, read back by
         indexing (the cell's own `hc[0], hc[1]`)."""
-        x = self.pick(lambda n: len(n.shape) == 2)
-        if x is None:
+        drawn = self.step_shapes(max_hidden=3, states=2)
+        if drawn is None:
             return False
-        (B, I), H = x.shape, self.integer(1, 3)
-        if 2 * B * H > MAX_NUMEL:
-            return False
+        x, B, I, H = drawn
         (h, _), (c, cb) = self.node_or_operand((B, H), 1.0), self.node_or_operand((B, H), 1.0)
         w_ih, w_hh, b_ih, b_hh = self.gate_weights(4, I, H)
         for _ in range(self.integer(1, 3)):
@@ -1113,12 +1118,10 @@ class _Builder:
     @op("GRUCellStep")
     def op_gru_step(self):
         """1-3 fused GRU steps sharing weights; h' is a convex mix of h and tanh(...)."""
-        x = self.pick(lambda n: len(n.shape) == 2)
-        if x is None:
+        drawn = self.step_shapes(max_hidden=3, states=1)
+        if drawn is None:
             return False
-        (B, I), H = x.shape, self.integer(1, 3)
-        if B * H > MAX_NUMEL:
-            return False
+        x, B, I, H = drawn
         h, hb = self.node_or_operand((B, H), 1.0)
         w_ih, w_hh, b_ih, b_hh = self.gate_weights(3, I, H)
         for _ in range(self.integer(1, 3)):
