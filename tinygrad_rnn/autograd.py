@@ -181,7 +181,6 @@ class Function:
 # first (as PyTorch's engine does), so one time step's side branches are finished, and their
 # saved arrays freed, before the walk moves on to the step before.
 _creation_order = itertools.count()
-_LEAF = float("inf")  # a leaf's gradient is final when it becomes ready: accumulate it first
 
 
 def describe(args) -> str:
@@ -346,7 +345,8 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
             raise ShapeError(f"backward(): gradient shape {seed.shape} does not match "
                              f"output shape {root.shape}")
 
-    # Pass 1: how many consumers inside this graph each node has.
+    # Pass 1: how many consumers inside this graph each inner node has. Leaves are not
+    # counted: their gradients are summed as they arrive and handed over after the walk.
     pending = {}
     stack = [root]
     while stack:
@@ -356,7 +356,7 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
         if fn.parents is None:
             raise RuntimeError(_SECOND_BACKWARD)
         for p, need in zip(fn.parents, fn.needs_input_grad):
-            if need:
+            if need and p._ctx is not None:
                 k = id(p)
                 if k in pending:
                     pending[k] += 1
@@ -364,32 +364,32 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                     pending[k] = 1
                     stack.append(p)
 
-    # Pass 2: visit a node once all its consumers have sent their share.
+    # Pass 2: visit an inner node once all its consumers have sent their share.
     anomaly = _mode.anomaly
     grads = {id(root): seed}
     owned = set()  # ids whose gradient array the walk allocated itself and may update in place
     outer = {}  # id -> OuterGrads waiting to be evaluated in one GEMM
-    # ready nodes, newest first: (-seq, tie-break, tensor); leaves (no seq) come out at once
+    leaves = {}  # id -> leaf that received a gradient, in order of first arrival
+    # ready nodes, newest first: (-seq, tie-break, tensor)
     tie = itertools.count()
     ready = [(0, 0, root)]
     heappop, heappush = heapq.heappop, heapq.heappush  # the loop below runs once per node
     while ready:
         node = heappop(ready)[2]
         nid = id(node)
+        fn = node._ctx
+        if fn is None:  # the root itself is a leaf
+            leaves[nid] = node
+            break
         if outer:
             waiting = outer.pop(nid, None)
             if waiting:
                 _add_dense(grads, owned, nid, _evaluate_outer(waiting), fresh=True)
         g = grads.pop(nid, None)
         owned.discard(nid)
-        fn = node._ctx
-        if g is not None and node._hooks:
-            g = _run_hooks(node, g)
-        if fn is None:
-            if g is not None:
-                _accumulate_leaf(node, g)
-            continue
         if g is not None:
+            if node._hooks:
+                g = _run_hooks(node, g)
             if node._retains_grad:
                 node.grad = Tensor._make(np.array(g), False, None)
             if fn.writes != _WRITES[0]:  # some tensor was written since this node was made
@@ -427,17 +427,31 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                     if pg.shape != p._data.shape:
                         pg = sum_to(pg, p._data.shape)
                     _add_dense(grads, owned, k, pg)
+                if p._ctx is None:
+                    leaves[k] = p
+                    continue
+            elif p._ctx is None:
+                continue
             left = pending[k] - 1
             if left:
                 pending[k] = left
             else:
                 del pending[k]
-                ctx = p._ctx
-                heappush(ready, (-ctx.seq if ctx is not None else -_LEAF, next(tie), p))
+                heappush(ready, (-p._ctx.seq, next(tie), p))
         if not retain_graph:
             # free the saved arrays and the edges as soon as the walk has passed them
             fn.parents = None
             fn.saved = None
+
+    # every inner node is done: each leaf's gradient is complete
+    for k, leaf in leaves.items():
+        waiting = outer.pop(k, None)
+        if waiting:
+            _add_dense(grads, owned, k, _evaluate_outer(waiting), fresh=True)
+        g = grads.pop(k)
+        if leaf._hooks:
+            g = _run_hooks(leaf, g)
+        _accumulate_leaf(leaf, g)
 
 
 def _check_versions(fn: Function) -> None:

@@ -66,4 +66,4 @@ class Linear(Function):
         need_x, need_w, need_b = self.needs_input_grad
         return (K.matmul(g, w) if need_x else None,
                 OuterGrad(g, x) if need_w else None,  # g.T @ x, summed over uses by the engine
-                g.sum(axis=0) if need_b else None)
+                K.sum_rows(g) if need_b else None)

@@ -83,7 +83,7 @@ class RNNCellStep(Function):
         x, h, w_ih, w_hh, out, grad_kernel = self.saved
         need_x, need_h, need_w_ih, need_w_hh, need_b_ih, need_b_hh = self.needs_input_grad
         d_pre = getattr(K, grad_kernel)(g, out)
-        d_b = np.add.reduce(d_pre, axis=0) if need_b_ih or need_b_hh else None  # d_pre.sum(0), minus a wrapper
+        d_b = K.sum_rows(d_pre) if need_b_ih or need_b_hh else None
         d_x, d_w_ih = _input_grads(d_pre, x, w_ih, need_x, need_w_ih)
         return (d_x,
                 K.matmul(d_pre, w_hh) if need_h else None,
@@ -133,7 +133,7 @@ class LSTMCellStep(Function):
         d_pre[:, n:2 * n] = K.sigmoid_backward(dc * c, sf)
         d_pre[:, 2 * n:3 * n] = K.tanh_backward(dc * si, tg)
         d_pre[:, 3 * n:] = K.sigmoid_backward(g_h * tc, so)
-        d_b = np.add.reduce(d_pre, axis=0) if need_b_ih or need_b_hh else None
+        d_b = K.sum_rows(d_pre) if need_b_ih or need_b_hh else None
         d_x, d_w_ih = _input_grads(d_pre, x, w_ih, need_x, need_w_ih)
         return (d_x,
                 K.matmul(d_pre, w_hh) if need_h else None,
@@ -185,5 +185,5 @@ class GRUCellStep(Function):
                 K.matmul(d_gh, w_hh) + g * z if need_h else None,
                 d_w_ih,
                 OuterGrad(d_gh, h) if need_w_hh else None,
-                np.add.reduce(d_gi, axis=0) if need_b_ih else None,
-                np.add.reduce(d_gh, axis=0) if need_b_hh else None)
+                K.sum_rows(d_gi) if need_b_ih else None,
+                K.sum_rows(d_gh) if need_b_hh else None)
