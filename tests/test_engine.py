@@ -35,6 +35,20 @@ def test_diamond():
     assert x.grad.item() == pytest.approx(12 * 1.5, rel=1e-15)
 
 
+def test_consumers_outside_the_backward_graph_do_not_hold_a_node_back():
+    # the walk counts no consumers: `a` has three, one of them (a + 1) outside loss's graph,
+    # and it is visited once, after both consumers inside the graph (paths of length 1 and 3)
+    x = f64([0.5, -1.0])
+    a = x * x
+    unused = a + 1.0  # noqa: F841 - a consumer the walk must not wait for
+    long_path = ((a * 2.0).tanh() * 3.0)
+    loss = (a + long_path).sum()
+    loss.backward()
+    expect = 2 * x.data * (1 + 6 * (1 - np.tanh(2 * x.data ** 2) ** 2))
+    np.testing.assert_allclose(x.grad.data, expect, rtol=1e-14)
+    assert unused._ctx.parents is not None  # not walked, so not freed
+
+
 def test_same_tensor_on_both_sides_of_one_op():
     x = f64([1.0, -2.0, 3.0])
     (x * x).sum().backward()

@@ -5,10 +5,12 @@ Read this file top to bottom to see how autograd works:
 1. `Function.apply` runs an op's `forward` on plain numpy arrays and, when some input needs a
    gradient, remembers the op and its inputs in the output's `_ctx`. That is the graph.
 2. `backward` walks that graph from the output back to the leaves *iteratively* (no Python
-   recursion, so a 10,000-step unrolled RNN is fine): it counts how many consumers each node
-   has, then visits a node only when all its consumers have sent their gradient (Kahn's
-   topological order; among ready nodes the newest first), sums gradients that arrive along
-   several paths, and reduces each one back to its input's shape in exactly one place (`sum_to`).
+   recursion, so a 10,000-step unrolled RNN is fine), always visiting the newest node that has
+   received a gradient. A node is made after its inputs, so by the time it comes up every node
+   that consumed it, being newer, has been visited and has sent its share: creation order is a
+   topological order, and the walk needs no count of consumers. It sums gradients that arrive
+   along several paths, reduces each one back to its input's shape in exactly one place
+   (`sum_to`), and hands every leaf its gradient once the walk is done.
 """
 from __future__ import annotations
 
@@ -177,9 +179,10 @@ class Function:
         return Tensor._make(out, False, None)
 
 
-# Numbers recorded nodes in the order they were made; the walk visits the newest ready node
-# first (as PyTorch's engine does), so one time step's side branches are finished, and their
-# saved arrays freed, before the walk moves on to the step before.
+# Numbers recorded nodes in the order they were made. The walk visits the newest node with a
+# gradient first: a valid order (consumers are newer than what they consume; no op rebinds an
+# existing tensor's _ctx), and one time step's side branches are finished, and their saved
+# arrays freed, before the walk moves on to the step before.
 _creation_order = itertools.count()
 
 
@@ -345,47 +348,30 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
             raise ShapeError(f"backward(): gradient shape {seed.shape} does not match "
                              f"output shape {root.shape}")
 
-    # Pass 1: how many consumers inside this graph each inner node has. Leaves are not
-    # counted: their gradients are summed as they arrive and handed over after the walk.
-    pending = {}
-    stack = [root]
-    while stack:
-        fn = stack.pop()._ctx
-        if fn is None:
-            continue
-        if fn.parents is None:
-            raise RuntimeError(_SECOND_BACKWARD)
-        for p, need in zip(fn.parents, fn.needs_input_grad):
-            if need and p._ctx is not None:
-                k = id(p)
-                if k in pending:
-                    pending[k] += 1
-                else:
-                    pending[k] = 1
-                    stack.append(p)
-
-    # Pass 2: visit an inner node once all its consumers have sent their share.
+    # Visit nodes newest first (see _creation_order); a node joins `ready` with the first
+    # gradient, or None, sent to it. `grads` holds what it has received so far.
     anomaly = _mode.anomaly
     grads = {id(root): seed}
     owned = set()  # ids whose gradient array the walk allocated itself and may update in place
     outer = {}  # id -> OuterGrads waiting to be evaluated in one GEMM
     leaves = {}  # id -> leaf that received a gradient, in order of first arrival
-    # ready nodes, newest first: (-seq, tie-break, tensor)
-    tie = itertools.count()
-    ready = [(0, 0, root)]
+    if root._ctx is None:
+        leaves[id(root)] = root
+        ready = []
+    else:
+        ready = [(-root._ctx.seq, root)]  # seqs are unique, so tensors are never compared
     heappop, heappush = heapq.heappop, heapq.heappush  # the loop below runs once per node
     while ready:
-        node = heappop(ready)[2]
+        node = heappop(ready)[1]
         nid = id(node)
         fn = node._ctx
-        if fn is None:  # the root itself is a leaf
-            leaves[nid] = node
-            break
+        if fn.parents is None:
+            raise RuntimeError(_SECOND_BACKWARD)
         if outer:
             waiting = outer.pop(nid, None)
             if waiting:
                 _add_dense(grads, owned, nid, _evaluate_outer(waiting), fresh=True)
-        g = grads.pop(nid, None)
+        g = grads.pop(nid)
         owned.discard(nid)
         if g is not None:
             if node._hooks:
@@ -403,52 +389,52 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
             if not need:
                 continue
             k = id(p)
-            if pg is not None:
-                if anomaly and not _grad_finite(pg):
-                    raise AnomalyError(f"{fn.name()}Backward produced NaN/Inf; the op was "
-                                       f"created at {fn.created_at}")
-                kind = type(pg)
-                if kind is OuterGrad:
-                    if pg.a.shape[1] * pg.b.shape[1] < _OUTER_MIN_SIZE:
-                        _add_dense(grads, owned, k, K.matmul(pg.a.T, pg.b), fresh=True)
-                    else:
-                        waiting = outer.setdefault(k, [])
-                        waiting.append(pg)
-                        if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
-                            _add_dense(grads, owned, k, _evaluate_outer(outer.pop(k)), fresh=True)
-                elif kind in _SCATTERED:
-                    prev = grads.get(k)
-                    if k not in owned:  # a buffer we may write into: never an op's own array
-                        prev = pg.zeros() if prev is None else np.array(prev)
-                        owned.add(k)
-                    pg.add_into(prev)
-                    grads[k] = prev
-                else:
-                    if pg.shape != p._data.shape:
-                        pg = sum_to(pg, p._data.shape)
-                    _add_dense(grads, owned, k, pg)
+            if k not in grads:  # the first share for p
                 if p._ctx is None:
+                    if pg is None:
+                        continue
                     leaves[k] = p
-                    continue
-            elif p._ctx is None:
+                else:
+                    heappush(ready, (-p._ctx.seq, p))
+                grads[k] = None
+            if pg is None:
                 continue
-            left = pending[k] - 1
-            if left:
-                pending[k] = left
+            if anomaly and not _grad_finite(pg):
+                raise AnomalyError(f"{fn.name()}Backward produced NaN/Inf; the op was "
+                                   f"created at {fn.created_at}")
+            kind = type(pg)
+            if kind is OuterGrad:
+                if pg.a.shape[1] * pg.b.shape[1] < _OUTER_MIN_SIZE:
+                    _add_dense(grads, owned, k, K.matmul(pg.a.T, pg.b), fresh=True)
+                else:
+                    waiting = outer.setdefault(k, [])
+                    waiting.append(pg)
+                    if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
+                        _add_dense(grads, owned, k, _evaluate_outer(outer.pop(k)), fresh=True)
+            elif kind in _SCATTERED:
+                prev = grads[k]
+                if k not in owned:  # a buffer we may write into: never an op's own array
+                    prev = pg.zeros() if prev is None else np.array(prev)
+                    owned.add(k)
+                pg.add_into(prev)
+                grads[k] = prev
             else:
-                del pending[k]
-                heappush(ready, (-p._ctx.seq, next(tie), p))
+                if pg.shape != p._data.shape:
+                    pg = sum_to(pg, p._data.shape)
+                _add_dense(grads, owned, k, pg)
         if not retain_graph:
             # free the saved arrays and the edges as soon as the walk has passed them
             fn.parents = None
             fn.saved = None
 
-    # every inner node is done: each leaf's gradient is complete
+    # every node is done, so each leaf's gradient is complete
     for k, leaf in leaves.items():
         waiting = outer.pop(k, None)
         if waiting:
             _add_dense(grads, owned, k, _evaluate_outer(waiting), fresh=True)
         g = grads.pop(k)
+        if g is None:
+            continue
         if leaf._hooks:
             g = _run_hooks(leaf, g)
         _accumulate_leaf(leaf, g)

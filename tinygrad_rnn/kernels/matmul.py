@@ -192,26 +192,28 @@ def pick_columns_ref(w, ids):
 
 def pick_columns(w, ids):
     out = np.empty((ids.shape[0], w.shape[0]), w.dtype)
-    _pick_columns_into(out, None, w, ids, None)
+    _pick_columns_into(out, None, w, ids, None, None)
     return out
 
 
-def _pick_columns_into(out, hh, w, ids, bias):
-    """out = w.T[ids] (+ hh) (+ bias); hh and bias may be None. Raises naming a bad id."""
-    # numba takes "absent" as an empty array of the same type
-    hh = np.empty((0, 0), w.dtype) if hh is None else hh
-    bias = np.empty(0, w.dtype) if bias is None else bias
-    if _add_picked_columns(out, hh, w, ids, bias) >= 0:
+def _pick_columns_into(out, hh, w, ids, b_ih, b_hh):
+    """out = w.T[ids] (+ hh) (+ (b_ih + b_hh)); hh and the biases may be None. Raises naming a
+    bad id."""
+    if hh is None:  # numba takes "absent" as an empty array of the same type
+        hh = np.empty((0, 0), w.dtype)
+    if b_ih is None:
+        b_ih = b_hh = np.empty(0, w.dtype)
+    if _add_picked_columns(out, hh, w, ids, b_ih, b_hh) >= 0:
         raise _id_error(ids, w.shape[1])
 
 
 @njit(cache=True)
-def _add_picked_columns(out, hh, w, ids, bias):
-    """out[b] = (w[:, ids[b]] + hh[b]) + bias, the reference's order; an empty hh or bias is
-    left out. Returns the first b whose id is outside [0, w.shape[1]), else -1, so the caller
-    can name it (a numba exception cannot)."""
+def _add_picked_columns(out, hh, w, ids, b_ih, b_hh):
+    """out[b] = (w[:, ids[b]] + hh[b]) + (b_ih + b_hh), the reference's order; an empty hh or
+    bias is left out. Returns the first b whose id is outside [0, w.shape[1]), else -1, so the
+    caller can name it (a numba exception cannot)."""
     n = w.shape[1]
-    add_hh, add_bias = hh.shape[0] > 0, bias.shape[0] > 0
+    add_hh, add_bias = hh.shape[0] > 0, b_ih.shape[0] > 0
     for b in range(ids.shape[0]):
         k = ids[b]
         if k < 0 or k >= n:
@@ -221,18 +223,18 @@ def _add_picked_columns(out, hh, w, ids, bias):
             if add_hh:
                 v = v + hh[b, j]
             if add_bias:
-                v = v + bias[j]
+                v = v + (b_ih[j] + b_hh[j])
             out[b, j] = v
     return -1
 
 
 def _preact_from_ids(ids, h, w_ih, w_hh, b_ih, b_hh):
     """rnn_preact with the input product replaced by the column gather: h's product (transposed
-    where that pays, as above), then one numba pass adds the picked columns and the bias and
+    where that pays, as above), then one numba pass adds the picked columns and the biases and
     writes row order."""
     hh = np.matmul(w_hh, h.T).T if _preact_swaps(h, w_hh) else np.matmul(h, w_hh.T)
     out = np.empty(hh.shape, hh.dtype)
-    _pick_columns_into(out, hh, w_ih, ids, None if b_ih is None else b_ih + b_hh)
+    _pick_columns_into(out, hh, w_ih, ids, b_ih, b_hh)
     return out
 
 

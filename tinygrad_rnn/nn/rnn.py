@@ -150,9 +150,10 @@ class _CellBase(Module):
 
     def _batch(self, input, hx):
         """(input as (B, I) or token ids (B,), state as a tuple of (B, H), whether the input
-        had no batch dim)."""
-        x = _as_tensor(input)
-        shape, ids = x._data.shape, is_token_ids(x)
+        had no batch dim). A numpy input stays a numpy array: the step takes it as a constant,
+        as it would the Tensor made of it, without making one each time step."""
+        x = input if isinstance(input, (Tensor, np.ndarray)) else Tensor(input)
+        shape, ids = x.shape, is_token_ids(x)
         if ids:  # token ids (B,) or (): one-hot rows, read as a gather
             if len(shape) > 1:
                 raise ValueError(f"{type(self).__name__}: integer input is read as token ids of shape "
@@ -164,7 +165,7 @@ class _CellBase(Module):
         else:
             unbatched = len(shape) == 1
         if unbatched:
-            x = x.unsqueeze(0)
+            x = x.unsqueeze(0) if isinstance(x, Tensor) else x[None]
         if hx is None:
             zero = Tensor(np.zeros((x.shape[0], self.hidden_size), self.weight_hh.dtype if ids else x.dtype))
             return x, (zero,) * self._n_states, unbatched
