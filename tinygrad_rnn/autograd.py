@@ -231,7 +231,7 @@ def share_storage(tensors, rows: np.ndarray) -> None:
         if fn is not None and fn.saved is not None:
             saved = fn.saved
             if type(saved) is tuple:
-                fn.saved = tuple(new_for.get(id(a), a) if type(a) is np.ndarray else a for a in saved)
+                fn.saved = tuple([new_for.get(id(a), a) for a in saved])
             elif type(saved) is np.ndarray:
                 fn.saved = new_for.get(id(saved), saved)
 

@@ -47,9 +47,10 @@ def matmul_ref(a, b):
 # BLAS wins by measurement; see the module docstring.
 def matmul(a, b):
     """np.matmul, except for the recurrent step's shape: a few rows times a transposed weight."""
-    if (a.dtype == np.float32 and b.dtype == np.float32 and a.ndim == 2 and b.ndim == 2
+    # the cheapest test first: most products (every one at H < 256) leave at the first
+    if (b.ndim == 2 and b.shape[1] >= _SWAP_MIN_DIM and a.ndim == 2 and b.shape[0] >= _SWAP_MIN_DIM
             and _SWAP_ROWS[0] <= a.shape[0] <= _SWAP_ROWS[1]
-            and b.shape[0] >= _SWAP_MIN_DIM and b.shape[1] >= _SWAP_MIN_DIM
+            and a.dtype == np.float32 and b.dtype == np.float32
             and a.flags.c_contiguous and b.flags.f_contiguous and not b.flags.c_contiguous):
         # h @ W.T, as every RNN step and nn.Linear write it: this OpenBLAS packs the big
         # transposed W slowly, so compute (W @ h.T).T (W untransposed) and copy the thin result

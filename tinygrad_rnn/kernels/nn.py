@@ -18,11 +18,12 @@ inputs; this kernel / the numpy reference / the kernel before this revision):
     softmax_backward        1.0 / 6.1 / 2.6     28 / 130 / 125    691 / 2135 / 2085
     log_softmax_lastdim     4.0 / 13.1 / 9.1   142 / 329 / 549   2086 / 4157 / 8255
     log_softmax_backward    2.0 / 6.7 / 7.2     85 / 185 / 422   1467 / 2609 / 6589
-    cross_entropy_forward   4.7 / 21.7 / 4.3   140 / 346 / 129   2396 / 3403 / 2377
-    cross_entropy_backward  1.0 / 7.8 / 3.4     21 / 115 / 123    568 / 2093 / 2314
+    cross_entropy_forward   4.9 / 19.4 / 8.9   137 / 285 / 512   2035 / 2687 / 7905
+    cross_entropy_backward  2.8 / 10.5 / 3.4    93 / 216 / 123   2182 / 3593 / 2314
 
-(the cross-entropy rows measured 2026-11-23, when the forward began returning the softmax and
-the backward stopped recomputing it: the revision before is the exp-recomputing pair.)
+(cross_entropy_backward remeasured 2026-11-23, all three columns in one run, when `x - lse`
+became a numba pass instead of numpy's broadcast subtract, which pays a call of its inner loop
+per row.)
 
 float64 is 1.3-2.8x slower than float32 and keeps the same order (e.g. softmax_lastdim
 5.1 / 13.1 / 10.6, 265 / 408 / 666, 3868 / 5900 / 10659). `softmax_backward` has no exp: it
@@ -117,67 +118,78 @@ def log_softmax_backward(g, y):
 
 
 # --- cross-entropy, fused: loss_r = lse(x_r) - x_r[t_r]; rows whose target is ignore_index
-#     give 0. The forward also returns softmax(x), which it has at hand (exp(x - max) over the
-#     row sum), so the backward is one pass, (p - onehot(t)) * g, with no exp. The op keeps
-#     those probabilities in place of the logits: the same memory, and 124 -> 43 µs for the
-#     backward at 2048x65 float32.
+#     give 0. The forward keeps only lse (one number per row); the backward recomputes
+#     softmax from it, so no (rows, classes) probability array has to be stored.
 def cross_entropy_forward_ref(x, targets, ignore_index):
     m = np.max(x, axis=1, keepdims=True)
-    e = np.exp(x - m)
-    s = np.sum(e, axis=1, keepdims=True)
-    lse = (m + np.log(s))[:, 0]
+    lse = (m + np.log(np.sum(np.exp(x - m), axis=1, keepdims=True)))[:, 0]
     keep = targets != ignore_index
     safe = np.where(keep, targets, 0)
     picked = np.take_along_axis(x, safe[:, None], axis=1)[:, 0]
-    return np.where(keep, lse - picked, 0).astype(x.dtype), e / s
+    return np.where(keep, lse - picked, 0).astype(x.dtype), lse
 
 
 @njit(cache=True)
 def _cross_entropy_loss(x, e, m, targets, ignore_index):
-    """e holds exp(x - m) row by row on entry and softmax(x) on exit."""
+    """e holds exp(x - m) row by row."""
     rows = x.shape[0]
     loss = np.empty(rows, dtype=x.dtype)
+    lse = np.empty(rows, dtype=x.dtype)
     for r in range(rows):
-        s = _row_sum(e[r])
+        lse[r] = m[r] + np.log(_row_sum(e[r]))
         t = targets[r]
-        loss[r] = 0 if t == ignore_index else (m[r] + np.log(s)) - x[r, t]
-        for j in range(e.shape[1]):
-            e[r, j] /= s
-    return loss
+        loss[r] = 0 if t == ignore_index else lse[r] - x[r, t]
+    return loss, lse
 
 
 def cross_entropy_forward(x, targets, ignore_index):
-    """(loss per row, softmax(x) per row)."""
     e = np.empty(x.shape, x.dtype)
     m = _sub_row_max(x, e, False)
     np.exp(e, out=e)
-    return _cross_entropy_loss(x, e, m, targets, ignore_index), e
+    return _cross_entropy_loss(x, e, m, targets, ignore_index)
 
 
-def cross_entropy_backward_ref(g, p, targets, ignore_index):
+def cross_entropy_backward_ref(g, x, lse, targets, ignore_index):
     keep = targets != ignore_index
-    d = p.copy()
-    d[np.arange(len(targets))[keep], targets[keep]] -= 1
-    return (d * np.where(keep, g, 0)[:, None]).astype(p.dtype)
+    p = np.exp(x - lse[:, None])
+    p[np.arange(len(targets))[keep], targets[keep]] -= 1
+    return (p * np.where(keep, g, 0)[:, None]).astype(x.dtype)
 
 
 @njit(cache=True)
-def cross_entropy_backward(g, p, targets, ignore_index):
-    """(p - onehot(t)) * g per row, p = softmax(x) from the forward; 0 on ignored rows."""
+def _cross_entropy_grad(p, g, targets, ignore_index):
+    """p holds softmax(x) on entry and the gradient on exit: (p - onehot(t)) * g per row."""
     rows, n = p.shape
-    out = np.empty((rows, n), dtype=p.dtype)
-    zero, one = p.dtype.type(0), p.dtype.type(1)  # a literal 1 would make it float64 arithmetic
+    zero = p.dtype.type(0)
     for r in range(rows):
         t = targets[r]
         if t == ignore_index:
             for j in range(n):
-                out[r, j] = zero
+                p[r, j] = zero
             continue
+        p[r, t] -= 1  # before scaling, as the reference does: (p - 1) * g, not p * g - g
         gr = g[r]
         for j in range(n):
-            out[r, j] = p[r, j] * gr
-        out[r, t] = (p[r, t] - one) * gr  # (p - 1) * g, as the reference, not p * g - g
+            p[r, j] *= gr
+
+
+@njit(cache=True)
+def _sub_rows(x, v):
+    """x[r] - v[r] for every row r: numpy's broadcast subtract pays a call of its inner loop per
+    row, 47 µs at 2048x65 where this takes 9."""
+    out = np.empty(x.shape, dtype=x.dtype)
+    for r in range(x.shape[0]):
+        vr = v[r]
+        for j in range(x.shape[1]):
+            out[r, j] = x[r, j] - vr
     return out
+
+
+def cross_entropy_backward(g, x, lse, targets, ignore_index):
+    p = _sub_rows(x, lse)
+    np.exp(p, out=p)
+    _cross_entropy_grad(p, g, targets, ignore_index)
+    return p
 
 
 # --- embedding: gather rows; its backward scatter-adds (a row picked twice gets both grads)
