@@ -555,6 +555,17 @@ def test_optimizer_step_before_backward_is_refused_naming_the_op_and_weight():
         loss.backward()
 
 
+def test_a_backward_refused_half_way_leaves_every_grad_untouched():
+    # the walk reaches w's branch (made last, so visited first) before the stale x: leaves get
+    # their gradients only once the whole walk is done, so w.grad stays None
+    w, w2, x = f64([1.0, 2.0]), f64([3.0, 4.0]), f64([5.0, 6.0])
+    loss = (w2 * x).sum() + (w * 3.0).sum()
+    x.data = np.array([0.0, 0.0])  # an in-place write after the forward pass
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+    assert w.grad is None and w2.grad is None and x.grad is None
+
+
 @pytest.mark.parametrize("write", ["assign", "augmented", "zero_", "init", "load_state_dict"])
 def test_every_framework_write_to_saved_data_is_caught_at_backward(write):
     lin = tg.nn.Linear(3, 2)
