@@ -427,14 +427,13 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
             fn.parents = None
             fn.saved = None
 
-    # every node is done, so each leaf's gradient is complete
+    # every node is done, so each leaf's gradient is complete (a leaf is listed with its first
+    # share that is not None, so each has one)
     for k, leaf in leaves.items():
         waiting = outer.pop(k, None)
         if waiting:
             _add_dense(grads, owned, k, _evaluate_outer(waiting), fresh=True)
         g = grads.pop(k)
-        if g is None:
-            continue
         if leaf._hooks:
             g = _run_hooks(leaf, g)
         _accumulate_leaf(leaf, g)
