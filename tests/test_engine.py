@@ -280,6 +280,24 @@ def test_hook_removal_and_leaf_hooks():
     assert x.grad.item() == 1.0
 
 
+def test_a_leafs_grad_shares_memory_with_no_other_gradient_or_hook():
+    # the walk hands a leaf the array it summed into when nothing else holds it; anything a
+    # hook saw, or that another leaf received, must stay a separate copy
+    x, w, b = f64([[1.0, 2.0], [3.0, 4.0]]), f64([[0.5], [-1.0]]), f64([0.25])
+    seen = []
+    b.register_hook(lambda g: seen.append(g))
+    y = x @ w + b
+    (y * y).sum().backward()
+    grads = [x.grad.data, w.grad.data, b.grad.data]
+    for i, g in enumerate(grads):
+        assert g.flags.c_contiguous
+        assert not any(np.shares_memory(g, other) for other in grads[i + 1:])
+    assert not np.shares_memory(seen[0].data, b.grad.data)
+    kept = seen[0].data.copy()
+    b.grad.data += 1.0
+    np.testing.assert_array_equal(seen[0].data, kept)
+
+
 def test_hook_with_wrong_shape_is_refused():
     x = f64([1.0, 2.0])
     y = x * 1.0

@@ -210,6 +210,12 @@ def scatter_into_args(draw, dtype):
     return out, idx, draw(matrix(dtype, shape=(len(idx), out.shape[1])))
 
 
+@st.composite
+def add_row_args(draw, dtype):
+    out = draw(matrix(dtype))
+    return out, draw(matrix(dtype, shape=(1, out.shape[1])))[0]
+
+
 dims = st.integers(1, 12)
 
 
@@ -311,6 +317,7 @@ CASES = {
     "rnn_preact": Case(rnn_preact_args, rnn_preact_scale),
     "pick_columns": Case(pick_columns_args),
     "scatter_add_rows_into": Case(scatter_into_args, mutates=(0,)),
+    "add_row_into": Case(add_row_args, mutates=(0,)),
     "matmul_loop": Case(lambda dt: matmul_args(dt, "nn"), matmul_scale("nn")),
     "matmul_nt_loop": Case(lambda dt: matmul_args(dt, "nt"), matmul_scale("nt")),
     "matmul_tn_loop": Case(lambda dt: matmul_args(dt, "tn"), matmul_scale("tn")),
@@ -670,3 +677,10 @@ def test_kernels_documented_as_bit_identical_are(dtype):
         got, expected = fast(*args), reference(*args)
         np.testing.assert_array_equal(got, expected, err_msg=name)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(expected), err_msg=name)
+    fast, reference = pair("add_row_into")  # in place: compare what each leaves in its buffer
+    for out, row in [(x, g[0]), (np.full((3, 2), -0.0, dtype), np.full(2, -0.0, dtype))]:
+        got, expected = out.copy(), out.copy()
+        fast(got, row)
+        reference(expected, row)
+        np.testing.assert_array_equal(got, expected, err_msg="add_row_into")
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(expected), err_msg="add_row_into")

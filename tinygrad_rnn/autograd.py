@@ -434,9 +434,10 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
         if waiting:
             _add_dense(grads, owned, k, _evaluate_outer(waiting), fresh=True)
         g = grads.pop(k)
-        if leaf._hooks:
+        if leaf._hooks:  # a hook sees g and may keep it: then g is no longer the walk's alone
             g = _run_hooks(leaf, g)
-        _accumulate_leaf(leaf, g)
+            owned.discard(k)
+        _accumulate_leaf(leaf, g, k in owned)
 
 
 def _check_versions(fn: Function) -> None:
@@ -489,12 +490,15 @@ def _run_hooks(node: Tensor, g: np.ndarray) -> np.ndarray:
     return g
 
 
-def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:
+def _accumulate_leaf(leaf: Tensor, g: np.ndarray, owned: bool) -> None:
+    """`owned`: the walk allocated g and nothing else refers to it, so `.grad` may keep it."""
     if g.dtype != leaf.data.dtype:
-        g = g.astype(leaf.data.dtype)
+        g, owned = g.astype(leaf.data.dtype), True
     if leaf.grad is None:
-        # copy: g may alias another gradient (add's backward hands the same array to both sides)
-        # and in C order: a ColumnGrad's buffer is Fortran-ordered, optimizers expect C
-        leaf.grad = Tensor._make(np.array(g, order="C", copy=True), False, None)
+        # otherwise copy: g may alias another gradient (add's backward hands the same array to
+        # both sides); and in C order: a ColumnGrad's buffer is Fortran-ordered, optimizers expect C
+        if not (owned and g.flags.c_contiguous):
+            g = np.array(g, order="C", copy=True)
+        leaf.grad = Tensor._make(g, False, None)
     else:
         leaf.grad.data += g

@@ -122,3 +122,18 @@ def relu_backward(g, y):
     out = np.empty(y.shape, g.dtype)
     _relu_backward(_flat(g), _flat(y), _flat(out))
     return out
+
+
+# --- a bias row added to every row of a matrix, in place: nn.Linear's `out += b`
+def add_row_into_ref(out, row):
+    out += row
+
+
+@njit(cache=True)
+def add_row_into(out, row):
+    # numpy's broadcast add runs its inner loop once per row, a call per 65 floats for a
+    # char-RNN head: 29 -> 11 µs at 2048x65, 1.1 -> 0.4 at 32x64. One add per element either
+    # way, so the same bits
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] += row[j]

@@ -57,7 +57,7 @@ class Linear(Function):
                              f"weight {w.shape}" + ("" if b is None else f", bias {b.shape}"))
         out = K.matmul(x, w.T)
         if b is not None:
-            out += b
+            K.add_row_into(out, b)
         self.saved = (x, w)
         return out
 
