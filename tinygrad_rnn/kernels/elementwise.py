@@ -30,7 +30,8 @@ this kernel / the numpy reference / the kernel before this revision):
   pair instead of 32 µs.
 
 Kernels take arrays of any shape and layout: the wrappers flatten them (a view for
-C-contiguous input, a copy otherwise) and write into a fresh C-contiguous output.
+C-contiguous input, a copy otherwise) and write into a fresh C-contiguous output. The one
+exception, `add_row_into`, adds a row to every row of a 2-D array in place.
 """
 import numpy as np
 from numba import njit
