@@ -228,6 +228,10 @@ def test_stacked_hidden_states_are_held_once(fused, monkeypatch):
 
 
 def test_sharing_stacked_storage_changes_no_gradient(monkeypatch):
+    # 40 states fit one block, whose rows `stack` would return as a view (tests/test_blocks.py);
+    # this test is about the copy and share_storage, so stack copies here
+    monkeypatch.setattr(tg.functional, "_as_rows", lambda tensors: None)
+
     def grads():
         tg.manual_seed(0)
         cell, head = nn.RNNCell(I, H), nn.Linear(H, 5)

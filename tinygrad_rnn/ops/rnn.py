@@ -15,6 +15,7 @@ a scatter-add (kernels/matmul.py), the one-hot product's numbers without its ari
 """
 import numpy as np
 
+from .. import blocks
 from ..autograd import ColumnGrad, Function, OuterGrad, check_same_dtype
 from ..kernels import K
 
@@ -46,19 +47,20 @@ def _input_grads(d_pre, x, w_ih, need_x, need_w_ih) -> tuple:
             OuterGrad(d_pre, x) if need_w_ih else None)  # d_pre.T @ x, summed over steps by the engine
 
 
-def _tanh(a):
-    return np.tanh(a, out=a)  # numpy's SIMD tanh, as the Tanh op uses
+def _tanh(a, out):
+    return np.tanh(a, out=out)  # numpy's SIMD tanh, as the Tanh op uses
 
 
-def _relu(a):
-    return np.maximum(a, 0, out=a)
+def _relu(a, out):
+    return np.maximum(a, 0, out=out)
 
 
-def _sigmoid(a):
-    return K.sigmoid(a)
+def _sigmoid(a, out):
+    out[...] = K.sigmoid(a)
+    return out
 
 
-# activation -> (forward on the pre-activation, name of the kernel giving dL/dpre from (g, out))
+# activation -> (forward: the pre-activation into `out`, name of the kernel giving dL/dpre from (g, out))
 ACTIVATIONS = {"tanh": (_tanh, "tanh_backward"), "relu": (_relu, "relu_backward"),
                "sigmoid": (_sigmoid, "sigmoid_backward")}
 
@@ -75,12 +77,15 @@ class RNNCellStep(Function):
             raise ValueError(f"expected x (B, I) or token ids (B,), h (B, H), w_ih (H, I), w_hh (H, H); "
                              f"got x {x.shape} {x.dtype}, h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
         act, grad_kernel = ACTIVATIONS[nonlinearity]
-        out = act(K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh))
+        out, block, t = blocks.next_row(h)  # beside the previous step's output (tinygrad_rnn/blocks.py)
+        act(K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh), out)
         self.saved = (x, h, w_ih, w_hh, out, grad_kernel)
+        self.out_at = (block, t)
         return out
 
     def backward(self, g):
         x, h, w_ih, w_hh, out, grad_kernel = self.saved
+        block, t = self.out_at
         need_x, need_h, need_w_ih, need_w_hh, need_b_ih, need_b_hh = self.needs_input_grad
         d_pre = getattr(K, grad_kernel)(g, out)
         d_b = K.sum_rows(d_pre) if need_b_ih or need_b_hh else None
@@ -88,7 +93,7 @@ class RNNCellStep(Function):
         return (d_x,
                 K.matmul(d_pre, w_hh) if need_h else None,
                 d_w_ih,
-                OuterGrad(d_pre, h) if need_w_hh else None,
+                OuterGrad(d_pre, h, (block, t - 1) if t else None) if need_w_hh else None,
                 d_b if need_b_ih else None,
                 d_b if need_b_hh else None)
 

@@ -1,0 +1,184 @@
+"""A recurrent loop's states as rows of one block (tinygrad_rnn/blocks.py): each row is handed
+out once, `stack` of them is a view, the engine joins them without a copy, and nothing of that
+changes a value or a gradient."""
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import autograd, blocks, nn
+from tinygrad_rnn.nn import functional as F
+
+
+def loop(cell, xs, h=None):
+    outs = []
+    for x in xs:
+        h = cell(x, h)
+        outs.append(h)
+    return outs
+
+
+def cell_and_inputs(T=10, B=3, I=4, H=5, seed=0, dtype=np.float64):
+    tg.manual_seed(seed)
+    cell = nn.RNNCell(I, H).to(dtype)
+    xs = [tg.Tensor(np.random.default_rng(seed + t).standard_normal((B, I)).astype(dtype)) for t in range(T)]
+    return cell, xs
+
+
+# ----------------------------------------------------------------------------- handing out rows
+def test_next_row_continues_only_from_the_row_handed_out_last():
+    h0 = np.zeros((2, 3))
+    a, block, t = blocks.next_row(h0)
+    assert t == 0 and a.shape == (2, 3) and a.dtype == h0.dtype
+    b, block_b, t_b = blocks.next_row(a)
+    assert block_b is block and t_b == 1 and np.shares_memory(a.base, b)
+    c, block_c, t_c = blocks.next_row(a)  # a again: its next row is b's, so a new block
+    assert block_c is not block and t_c == 0 and not np.shares_memory(b, c)
+    d, block_d, t_d = blocks.next_row(b)  # b is no longer the last row handed out
+    assert block_d is not block and t_d == 0
+
+
+def test_a_full_block_starts_the_next_and_a_wide_row_gets_a_smaller_block(monkeypatch):
+    monkeypatch.setattr(blocks, "BLOCK_ROWS", 3)
+    h = np.zeros((1, 2), np.float32)
+    seen = []
+    for _ in range(7):
+        h, block, t = blocks.next_row(h)
+        seen.append(t)
+    assert seen == [0, 1, 2, 0, 1, 2, 0]
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 64)
+    wide, block, _ = blocks.next_row(np.zeros(10, np.float32))  # 40 bytes a row: 1 row fits
+    assert block.rows().shape == (1, 10)
+
+
+def test_a_block_lives_exactly_as_long_as_one_of_its_rows():
+    a, block, _ = blocks.next_row(np.zeros(4))
+    b, _, _ = blocks.next_row(a)
+    b[...] = 7.0
+    del a
+    gc.collect()
+    assert block.rows() is not None and np.all(b == 7.0)  # b keeps the block and its values
+    del b
+    gc.collect()
+    assert block.rows() is None
+
+
+def test_each_thread_fills_its_own_block():
+    got = {}
+
+    def run(name):
+        h = np.zeros((1, 2))
+        rows = []
+        for _ in range(20):
+            h, block, t = blocks.next_row(h)
+            h[...] = hash(name) % 1000
+            rows.append((block, t))
+        got[name] = (rows, h)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    (rows_a, _), (rows_b, _) = got["a"], got["b"]
+    assert [t for _, t in rows_a] == list(range(20)) and [t for _, t in rows_b] == list(range(20))
+    assert rows_a[0][0] is not rows_b[0][0]
+
+
+# ----------------------------------------------------------------------------- the cell's states
+def test_a_cell_loops_states_are_rows_of_one_block_and_stack_is_a_view():
+    cell, xs = cell_and_inputs(T=10)
+    outs = loop(cell, xs)
+    hs = tg.stack(outs)
+    assert all(np.shares_memory(o.data, hs.data) for o in outs)
+    assert all(np.array_equal(o.data, hs.data[t]) for t, o in enumerate(outs))
+    copy = tg.stack(outs[::-1])  # out of order, or a different dim: a copy, right values
+    assert not np.shares_memory(copy.data, hs.data) and np.array_equal(copy.data, hs.data[::-1])
+    along1 = tg.stack(outs, dim=1)
+    assert np.array_equal(along1.data, hs.data.transpose(1, 0, 2))
+
+
+def test_branching_from_an_old_state_overwrites_nothing():
+    cell, xs = cell_and_inputs(T=4)
+    h1 = cell(xs[0])
+    h2 = cell(xs[1], h1)
+    kept = h2.data.copy()
+    h2b = cell(xs[2], h1)  # the row after h1 is h2's: this step must write elsewhere
+    h3 = cell(xs[3], h2)  # h2 is not the last row handed out either
+    assert np.array_equal(h2.data, kept)
+    assert not np.shares_memory(h2b.data, h2.data) and not np.shares_memory(h3.data, h2b.data)
+    with tg.no_grad():
+        again = cell(xs[1], h1)
+    assert np.array_equal(again.data, kept)
+
+
+def test_a_state_replaced_through_data_is_not_stacked_as_its_old_row():
+    cell, xs = cell_and_inputs(T=5)
+    outs = loop(cell, xs)
+    block_rows = outs[0].data.base
+    outs[2].data = np.full_like(outs[2].data, 3.0)
+    hs = tg.stack(outs)
+    assert np.all(hs.data[2] == 3.0) and not np.shares_memory(hs.data, block_rows)
+    assert all(np.array_equal(o.data, hs.data[t]) for t, o in enumerate(outs))
+
+
+def test_stacking_longer_than_a_block_copies_and_frees_the_blocks(monkeypatch):
+    monkeypatch.setattr(blocks, "BLOCK_ROWS", 4)
+    cell, xs = cell_and_inputs(T=10)
+    outs = loop(cell, xs)
+    first = outs[0]._ctx.out_at[0]
+    hs = tg.stack(outs)
+    assert all(np.shares_memory(o.data, hs.data) for o in outs)  # share_storage re-pointed them
+    gc.collect()
+    assert first.rows() is None  # nothing holds the first block any more
+
+
+@pytest.mark.parametrize("view", [True, False], ids=["stack-view", "stack-copy"])
+def test_the_view_changes_no_gradient(monkeypatch, view):
+    """The charlm step's shape of program (a cell loop, stack, Linear, cross-entropy), with
+    stack as a view of the block, equals it with stack copying, to the bit."""
+    def grads(as_rows):
+        monkeypatch.setattr(tg.functional, "_as_rows", as_rows)
+        cell, xs = cell_and_inputs(T=12, B=3, I=4, H=6, seed=3)
+        head = nn.Linear(6, 5).double()
+        outs = loop(cell, xs)
+        hs = tg.stack(outs)
+        F.cross_entropy(head(hs.reshape(-1, 6)), np.arange(36) % 5).backward()
+        return [p.grad.data for p in list(cell.parameters()) + list(head.parameters())]
+
+    original = tg.functional._as_rows
+    want = grads(lambda ts: None)
+    got = grads(original if view else (lambda ts: None))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("ids", [False, True], ids=["dense", "token-ids"])
+def test_the_engine_joins_the_states_rows_as_a_view_with_the_same_gradient(monkeypatch, ids):
+    """W_hh's deferred gradient (autograd.OuterGrad, H*H >= _OUTER_MIN_SIZE) reads the states
+    as one view of their block; its value equals the generic ops' to rounding."""
+    T, B, I, H = 9, 3, 5, 12
+    monkeypatch.setattr(autograd, "_OUTER_MIN_SIZE", 1)
+    joined = []
+    view = autograd._b_rows_view
+    monkeypatch.setattr(autograd, "_b_rows_view", lambda run: joined.append(view(run)) or joined[-1])
+    rng = np.random.default_rng(4)
+    inputs = rng.integers(0, I, (T, B)) if ids else rng.standard_normal((T, B, I))
+
+    def grads(fused):
+        monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
+        tg.manual_seed(4)
+        cell = nn.RNNCell(I, H).double()
+        outs = loop(cell, [x if ids else tg.Tensor(x) for x in inputs])
+        (tg.stack(outs) ** 2).sum().backward()
+        return [p.grad.data for p in cell.parameters()]
+
+    fused = grads(True)
+    assert any(j is not None and j.shape == ((T - 1) * B, H) for j in joined)
+    assert all(j is None or j.base is not None for j in joined)  # views, not copies
+    for a, b in zip(fused, grads(False)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

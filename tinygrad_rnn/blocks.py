@@ -1,0 +1,78 @@
+"""Consecutive time steps' states as consecutive rows of one array.
+
+A Python loop over time makes T hidden states of shape (B, H). Allocated one by one they land
+anywhere in memory, and the two places that need them side by side pay a copy of all of them:
+`stack` (the output layer reads the T states as one (T, B, H) array) and the engine's single
+GEMM for a recurrent weight's gradient (`autograd.OuterGrad`, which joins the T states' rows).
+So a recurrent step (ops/rnn.py) asks `next_row` where to write its output: the row after its
+input state's, when that state is the row handed out last in its block and the block has room;
+else row 0 of a new block. The states of one loop then sit in one array, and `run` gives a
+view of them in place of the copy: 54 -> 19 µs for the charlm benchmark's stack at H=64
+(docs/speed.md).
+
+Each row is handed out once, to one step, and nothing but that step writes it; blocks are held
+only through the rows' views (weak references here), so a block lives exactly as long as some
+state in it does. One block per thread is open at a time.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+
+# Rows per block: a char-RNN's BPTT length (the charlm benchmark's and the CLI's is 64); a
+# longer loop spans several blocks and its `stack` copies. Bounded in bytes for wide batches.
+BLOCK_ROWS = 64
+BLOCK_BYTES = 16 * 2**20
+
+
+class Block:
+    """An (N, *row shape) array and the rows handed out of it so far, both by weak reference."""
+
+    __slots__ = ("rows", "handed")
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = weakref.ref(rows)
+        self.handed = []  # a weak reference to each row handed out, in order
+
+    def holds(self, t: int, a: np.ndarray) -> bool:
+        """True when `a` is row t as it was handed out (not some other array of equal values)."""
+        return 0 <= t < len(self.handed) and self.handed[t]() is a
+
+
+class _Open(threading.local):
+    block = None
+
+
+_open = _Open()
+
+
+def next_row(prev: np.ndarray) -> tuple:
+    """(out, block, t): an uninitialised array shaped and typed like `prev` for the step that
+    reads `prev`; it is row t of `block`."""
+    block = _open.block
+    if block is not None and block.handed[-1]() is prev:
+        rows = block.rows()  # alive: prev is one of its rows
+        t = len(block.handed)
+        if t < rows.shape[0]:
+            out = rows[t]
+            block.handed.append(weakref.ref(out))
+            return out, block, t
+    n = max(1, min(BLOCK_ROWS, BLOCK_BYTES // max(prev.nbytes, 1)))
+    rows = np.empty((n,) + prev.shape, prev.dtype)
+    block = _open.block = Block(rows)
+    out = rows[0]
+    block.handed.append(weakref.ref(out))
+    return out, block, 0
+
+
+def run(arrays, block: Block, t0: int):
+    """`arrays` as one array, a view, when they are rows t0, t0 + 1, ... of `block`; else None."""
+    rows = block.rows()
+    if rows is None:
+        return None
+    for k, a in enumerate(arrays):
+        if not block.holds(t0 + k, a):
+            return None
+    return rows[t0:t0 + len(arrays)]
