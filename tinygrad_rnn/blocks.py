@@ -7,7 +7,7 @@ GEMM for a recurrent weight's gradient (`autograd.OuterGrad`, which joins the T 
 So a recurrent step (ops/rnn.py) asks `next_row` where to write its output: the row after its
 input state's, when that state is the row handed out last in its block and the block has room;
 else row 0 of a new block. The states of one loop then sit in one array, and `run` gives a
-view of them in place of the copy: 54 -> 19 µs for the charlm benchmark's stack at H=64
+view of them in place of the copy: 54 -> 21 µs for the charlm benchmark's stack at H=64
 (docs/speed.md).
 
 Each row is handed out once, to one step, and nothing but that step writes it; blocks are held
