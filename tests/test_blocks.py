@@ -158,14 +158,17 @@ def test_the_view_changes_no_gradient(monkeypatch):
 
 
 @pytest.mark.parametrize("ids", [False, True], ids=["dense", "token-ids"])
-def test_the_engine_joins_the_states_rows_as_a_view_with_the_same_gradient(monkeypatch, ids):
-    """W_hh's deferred gradient (autograd.OuterGrad, H*H >= _OUTER_MIN_SIZE) reads the states
-    as one view of their block; its value equals the generic ops' to rounding."""
+def test_the_engine_sums_every_weight_gradient_over_views_of_the_rows(monkeypatch, ids):
+    """Each step keeps dL/dpre in a row of its block's gradient twin, so the engine evaluates
+    W_hh's gradient as one product of two views (the twin's rows, the states' rows), and the
+    biases' and W_ih's as one pass over the twin's rows; the values equal the generic ops' to
+    rounding."""
     T, B, I, H = 9, 3, 5, 12
-    monkeypatch.setattr(autograd, "_OUTER_MIN_SIZE", 1)
     joined = []
-    view = autograd._b_rows_view
-    monkeypatch.setattr(autograd, "_b_rows_view", lambda run: joined.append(view(run)) or joined[-1])
+    for name in ("_a_rows", "_b_rows"):
+        rows = getattr(autograd, name)
+        monkeypatch.setattr(autograd, name, lambda run, rows=rows, name=name:
+                            joined.append((name, len(run), rows(run))) or joined[-1][2])
     rng = np.random.default_rng(4)
     inputs = rng.integers(0, I, (T, B)) if ids else rng.standard_normal((T, B, I))
 
@@ -178,7 +181,92 @@ def test_the_engine_joins_the_states_rows_as_a_view_with_the_same_gradient(monke
         return [p.grad.data for p in cell.parameters()]
 
     fused = grads(True)
-    assert any(j is not None and j.shape == ((T - 1) * B, H) for j in joined)
-    assert all(j is None or j.base is not None for j in joined)  # views, not copies
+    runs = [(name, n) for name, n, _ in joined]
+    # W_hh: steps 1..T-1 as one product (step 0's state is no block row, so it goes alone);
+    # W_ih (token ids: one scatter; dense: one product with the inputs) and both biases: all T
+    assert runs.count(("_a_rows", T - 1)) == 1 and runs.count(("_b_rows", T - 1)) == 1
+    assert runs.count(("_a_rows", T)) == 3
+    for name, n, rows in joined:
+        if n > 1 and (name == "_a_rows" or n == T - 1):  # the inputs x are no block rows
+            assert rows.base is not None and rows.shape == (n * B, rows.shape[1])  # views, not copies
     for a, b in zip(fused, grads(False)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- gradient rows
+def test_grad_row_is_a_row_of_the_walks_own_twin_and_a_plain_array_outside_a_walk():
+    out, block, t = blocks.next_row(np.zeros((2, 3)))
+    row, at = blocks.grad_row(block, t, out)
+    assert at is None and row.shape == out.shape and row.base is None  # no walk: nothing to join
+    with blocks.walk():
+        row, (twin, t0) = blocks.grad_row(block, t, out)
+        again, (twin_again, _) = blocks.grad_row(block, t + 1, out)
+        assert twin_again is twin and row.base is twin and t0 == t and np.shares_memory(twin[t + 1], again)
+        with blocks.walk():  # a walk inside (a hook calling backward) gets a twin of its own
+            inner, (inner_twin, _) = blocks.grad_row(block, t, out)
+            assert inner_twin is not twin
+        after, (after_twin, _) = blocks.grad_row(block, t + 2, out)
+        assert after_twin is not inner_twin  # the outer walk's rows go on in a twin of its own
+        wrong, at = blocks.grad_row(block, t, np.zeros((2, 4)))  # not the block's row shape
+        assert at is None
+    del row, again, inner, twin, twin_again, inner_twin, after, after_twin
+    gc.collect()
+    assert block.twin[1]() is None  # held only by what the engine still has to evaluate
+
+
+def loss_of_a_loop(cell, xs):
+    hs = tg.stack(loop(cell, xs))
+    return (hs * hs).sum()
+
+
+def test_two_walks_over_one_retained_graph_each_sum_their_own_rows():
+    cell, xs = cell_and_inputs(T=7)
+    loss = loss_of_a_loop(cell, xs)
+    loss.backward(retain_graph=True)
+    once = [p.grad.data.copy() for p in cell.parameters()]
+    loss.backward()
+    for p, g in zip(cell.parameters(), once):
+        np.testing.assert_array_equal(p.grad.data, g + g)
+
+
+def test_walks_in_two_threads_over_one_retained_graph_get_the_same_gradients():
+    """Each thread's walk writes dL/dpre into its own twin: the gradients the leaves receive
+    (read by hooks, per thread; the shared .grad sums are not what is checked) are the ones a
+    single walk gives, to the bit."""
+    cell, xs = cell_and_inputs(T=30, B=4, H=16)
+    params = list(cell.parameters())
+    loss = loss_of_a_loop(cell, xs)
+    seen = threading.local()
+    for i, p in enumerate(params):
+        p.register_hook(lambda g, i=i: seen.grads.__setitem__(i, g.data.copy()))
+
+    def walk(rounds, results):
+        for _ in range(rounds):
+            seen.grads = {}
+            loss.backward(retain_graph=True)
+            results.append(seen.grads)
+    want = []
+    walk(1, want)
+    results = [[], []]
+    threads = [threading.Thread(target=walk, args=(50, r)) for r in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [len(r) for r in results] == [50, 50]
+    for got in results[0] + results[1]:
+        for i in range(len(params)):
+            np.testing.assert_array_equal(got[i], want[0][i])
+
+
+def test_a_small_row_budget_evaluates_gradient_rows_early_with_the_same_gradients(monkeypatch):
+    """`_OUTER_ROWS` bounds the rows waiting per weight: with a budget of 2 steps' rows the
+    sums are evaluated in many pieces (and twins are freed and made anew mid-block)."""
+    def grads():
+        cell, xs = cell_and_inputs(T=11, B=3, I=4, H=5, seed=5)
+        loss_of_a_loop(cell, xs).backward()
+        return [p.grad.data for p in cell.parameters()]
+    want = grads()
+    monkeypatch.setattr(autograd, "_OUTER_ROWS", 6)
+    for a, b in zip(grads(), want):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)

@@ -550,6 +550,22 @@ def test_elementwise_backward_on_non_contiguous_inputs(name, dtype):
 
 
 @DTYPES
+@pytest.mark.parametrize("name", ["tanh_backward", "sigmoid_backward", "relu_backward"])
+def test_elementwise_backward_writes_into_a_given_row(name, dtype):
+    """A recurrent step passes a row of its gradient block as `out`: the kernel fills it with
+    what it would have returned, and touches nothing else of the block."""
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((4, 5)).astype(dtype)
+    y = np.tanh(rng.standard_normal((4, 5))).astype(dtype)
+    for kernel in pair(name):
+        block = np.full((3, 4, 5), 7, dtype)
+        got = kernel(g, y, out=block[1])
+        assert np.shares_memory(got, block[1])
+        np.testing.assert_array_equal(block[1], kernel(g, y))
+        assert np.all(block[0] == 7) and np.all(block[2] == 7)
+
+
+@DTYPES
 def test_sigmoid_on_non_contiguous_input(dtype):
     x = (np.random.default_rng(2).standard_normal((5, 7)) * 30).astype(dtype)
     fast, reference = pair("sigmoid")

@@ -272,25 +272,47 @@ class SliceGrad:
 
 
 class ColumnGrad:
-    """A gradient `values.T @ one_hot(ids)`: what a product with one-hot rows, given as token
-    ids (B,), sends back to the (H, I) weight: row b of `values` (B, H) lands in column ids[b].
+    """A gradient `a.T @ one_hot(ids)`: what a product with one-hot rows, given as token ids
+    (B,), sends back to the (H, I) weight: row b of `a` (B, H) lands in column ids[b].
 
     Like SliceGrad it is added into one buffer per weight, here a Fortran-ordered one, so that
-    each row of `values` adds into contiguous memory (its transpose's row ids[b])."""
+    each row of `a` adds into contiguous memory (its transpose's row ids[b]). With `a_at` (see
+    OuterGrad) the engine defers it and scatters all steps' rows in one call."""
 
-    __slots__ = ("shape", "dtype", "ids", "values")
+    __slots__ = ("shape", "dtype", "ids", "a", "a_at")
 
-    def __init__(self, shape, ids: np.ndarray, values: np.ndarray):
-        self.shape, self.dtype, self.ids, self.values = shape, values.dtype, ids, values
+    def __init__(self, shape, ids: np.ndarray, a: np.ndarray, a_at: tuple = None):
+        self.shape, self.dtype, self.ids, self.a, self.a_at = shape, a.dtype, ids, a, a_at
 
     def zeros(self) -> np.ndarray:
         return np.zeros(self.shape, self.dtype, order="F")
 
     def add_into(self, buf: np.ndarray) -> None:
-        K.scatter_add_rows_into(buf.T, self.ids, self.values)
+        K.scatter_add_rows_into(buf.T, self.ids, self.a)
+
+    @staticmethod
+    def evaluate(run: list) -> np.ndarray:
+        first = run[0]
+        buf = first.zeros()
+        K.scatter_add_rows_into(buf.T, np.concatenate([p.ids for p in reversed(run)]), _a_rows(run))
+        return buf
 
 
 _SCATTERED = (SliceGrad, ColumnGrad)  # gradients the walk adds into a buffer it owns
+
+
+class RowSumGrad:
+    """A gradient `a.sum(0)`: what a bias added to every row of `a` receives. Alone it is summed
+    at once; with `a_at` (see OuterGrad) the engine defers it and sums all steps' rows in one pass."""
+
+    __slots__ = ("a", "a_at")
+
+    def __init__(self, a: np.ndarray, a_at: tuple = None):
+        self.a, self.a_at = a, a_at
+
+    @staticmethod
+    def evaluate(run: list) -> np.ndarray:
+        return K.sum_rows(_a_rows(run))
 
 
 class OuterGrad:
@@ -302,64 +324,96 @@ class OuterGrad:
     and does a single GEMM (T=64, B=32, H=1024: 53 ms -> 21 ms, measured). It evaluates them
     when the input is visited, or earlier once `_OUTER_ROWS` rows are waiting, which bounds
     the memory the waiting factors hold; products smaller than `_OUTER_MIN_SIZE` elements it
-    evaluates at once.
+    evaluates at once, unless their `a` is a gradient row (below).
 
+    `a_at`: (twin, t) when a is row t of a walk's gradient twin, as `blocks.grad_row` gave it;
     `b_at`: (block, t) when b may be row t of a `blocks.Block` (a recurrent step's input state,
-    written there by the step before). When the waiting b's are that block's rows t, t - 1, ...
-    (the walk goes back in time), their join is a view of the block instead of a copy."""
+    written there by the step before). When the waiting factors are rows t, t - 1, ... of one
+    twin or block (the walk goes back in time), their join is a view instead of a copy."""
 
-    __slots__ = ("a", "b", "b_at")
+    __slots__ = ("a", "b", "a_at", "b_at")
 
-    def __init__(self, a: np.ndarray, b: np.ndarray, b_at: tuple = None):
-        self.a, self.b, self.b_at = a, b, b_at
+    def __init__(self, a: np.ndarray, b: np.ndarray, b_at: tuple = None, a_at: tuple = None):
+        self.a, self.b, self.a_at, self.b_at = a, b, a_at, b_at
+
+    @staticmethod
+    def evaluate(run: list) -> np.ndarray:
+        return K.matmul(_a_rows(run).T, _b_rows(run))
 
 
+_DEFERRED = (OuterGrad, RowSumGrad, ColumnGrad)  # gradients the walk may sum over many uses at once
 _OUTER_ROWS = 4096
-# Below this many weight elements the products are evaluated at once: stacking them was 10%
-# slower at H=64 while freed memory went back to the OS (page faults on the stacked copies),
-# and has been neutral since tinygrad_rnn/_malloc.py keeps it (docs/speed.md).
+# Below this many weight elements a product whose `a` is not a gradient row is evaluated at
+# once: stacking copies of them was 10% slower at H=64 while freed memory went back to the OS
+# (page faults on the stacked copies), and has been neutral since tinygrad_rnn/_malloc.py keeps
+# it (docs/speed.md).
 _OUTER_MIN_SIZE = 128 * 128
 
 
-def _evaluate_outer(products: list) -> np.ndarray:
-    if len(products) == 1:
-        return K.matmul(products[0].a.T, products[0].b)
-    total, rest = None, []
-    for run in _runs(products):
-        b = _b_rows_view(run) if len(run) > 1 else None
-        if b is None:
-            rest += run
-            continue
-        a = np.concatenate([p.a for p in reversed(run)])  # the rows are in time order
-        total = _add_product(total, a, b)
-    if rest:
-        total = _add_product(total, np.concatenate([p.a for p in rest]), np.concatenate([p.b for p in rest]))
+def _defers(pg) -> bool:
+    return pg.a_at is not None or type(pg) is OuterGrad and pg.a.shape[1] * pg.b.shape[1] >= _OUTER_MIN_SIZE
+
+
+def _evaluate_now(pg) -> np.ndarray:
+    """A deferrable gradient the walk does not defer, as an array of its own."""
+    return (K.matmul(pg.a.T, pg.b) if type(pg) is OuterGrad else K.sum_rows(pg.a))
+
+
+def _evaluate_deferred(waiting: list) -> np.ndarray:
+    """The sum of the gradients waiting for one input: one evaluation per run (below)."""
+    total = None
+    for run in _runs(waiting):
+        part = type(run[0]).evaluate(run)
+        total = part if total is None else np.add(total, part, out=total)
     return total
 
 
-def _add_product(total, a, b):
-    return K.matmul(a.T, b) if total is None else np.add(total, K.matmul(a.T, b), out=total)
+def _joins(prev, at) -> bool:
+    """Rows at `prev` and then `at` join as a view (`at` is the row before `prev` in one twin
+    or block: the walk goes back in time), or as a copy (neither is such a row)."""
+    if at is None or prev is None:
+        return at is None and prev is None
+    return at[0] is prev[0] and at[1] == prev[1] - 1
 
 
-def _runs(products: list):
-    """The products split where b stops being the row before the previous product's b (the
-    walk goes back in time): a first step's state, or a new block."""
-    run = [products[0]]
-    for p in products[1:]:
-        prev, at = run[-1].b_at, p.b_at
-        if at is None or prev is None or at[0] is not prev[0] or at[1] != prev[1] - 1:
+def _runs(waiting: list):
+    """The waiting gradients split where the kind changes or where their rows stop joining: a
+    first step's state, a new block."""
+    run = [waiting[0]]
+    for p in waiting[1:]:
+        q = run[-1]
+        if type(p) is not type(q) or not _joins(q.a_at, p.a_at) or (
+                type(p) is OuterGrad and not _joins(q.b_at, p.b_at)):
             yield run
             run = []
         run.append(p)
     yield run
 
 
-def _b_rows_view(run: list):
-    """The b factors of a run joined as one 2-D view of their block, or None when they are not
+def _a_rows(run: list) -> np.ndarray:
+    """The a factors of a run, in time order, as one 2-D array: a view of their twin when they
+    are its rows (then they follow each other, see _runs), else a copy."""
+    at = run[0].a_at
+    if len(run) == 1:
+        return run[0].a
+    if at is None:
+        return np.concatenate([p.a for p in reversed(run)])
+    twin, t = at
+    return twin[t - len(run) + 1:t + 1].reshape(-1, twin.shape[-1])
+
+
+def _b_rows(run: list) -> np.ndarray:
+    """The b factors of a run joined as one 2-D view of their block, or a copy when they are not
     (any more) the rows handed out there."""
+    if len(run) == 1:
+        return run[0].b
+    if run[0].b_at is None:
+        return np.concatenate([p.b for p in reversed(run)])
     block, t = run[0].b_at
     joined = blocks.run([p.b for p in reversed(run)], block, t - len(run) + 1)
-    return None if joined is None else joined.reshape(-1, joined.shape[-1])
+    if joined is None:
+        return np.concatenate([p.b for p in reversed(run)])
+    return joined.reshape(-1, joined.shape[-1])
 
 
 def sum_to(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -397,13 +451,17 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
         if seed.shape != root.shape:
             raise ShapeError(f"backward(): gradient shape {seed.shape} does not match "
                              f"output shape {root.shape}")
+    with blocks.walk():  # the recurrent steps' gradient rows are this walk's (blocks.grad_row)
+        _walk(root, seed, retain_graph)
 
+
+def _walk(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
     # Visit nodes newest first (see _creation_order); a node joins `ready` with the first
     # gradient, or None, sent to it. `grads` holds what it has received so far.
     anomaly = _mode.anomaly
     grads = {id(root): seed}
     owned = set()  # ids whose gradient array the walk allocated itself and may update in place
-    outer = {}  # id -> OuterGrads waiting to be evaluated in one GEMM
+    deferred = {}  # id -> gradients waiting to be summed at once (_DEFERRED)
     leaves = {}  # id -> leaf that received a gradient, in order of first arrival
     if root._ctx is None:
         leaves[id(root)] = root
@@ -417,10 +475,10 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
         fn = node._ctx
         if fn.parents is None:
             raise RuntimeError(_SECOND_BACKWARD)
-        if outer:
-            waiting = outer.pop(nid, None)
+        if deferred:
+            waiting = deferred.pop(nid, None)
             if waiting:
-                _add_dense(grads, owned, nid, _evaluate_outer(waiting), fresh=True)
+                _add_dense(grads, owned, nid, _evaluate_deferred(waiting), fresh=True)
         g = grads.pop(nid)
         owned.discard(nid)
         if g is not None:
@@ -453,14 +511,13 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
                 raise AnomalyError(f"{fn.name()}Backward produced NaN/Inf; the op was "
                                    f"created at {fn.created_at}")
             kind = type(pg)
-            if kind is OuterGrad:
-                if pg.a.shape[1] * pg.b.shape[1] < _OUTER_MIN_SIZE:
-                    _add_dense(grads, owned, k, K.matmul(pg.a.T, pg.b), fresh=True)
-                else:
-                    waiting = outer.setdefault(k, [])
-                    waiting.append(pg)
-                    if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
-                        _add_dense(grads, owned, k, _evaluate_outer(outer.pop(k)), fresh=True)
+            if kind in _DEFERRED and _defers(pg):
+                waiting = deferred.setdefault(k, [])
+                waiting.append(pg)
+                if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
+                    _add_dense(grads, owned, k, _evaluate_deferred(deferred.pop(k)), fresh=True)
+            elif kind is OuterGrad or kind is RowSumGrad:
+                _add_dense(grads, owned, k, _evaluate_now(pg), fresh=True)
             elif kind in _SCATTERED:
                 prev = grads[k]
                 if k not in owned:  # a buffer we may write into: never an op's own array
@@ -480,9 +537,9 @@ def backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
     # every node is done, so each leaf's gradient is complete (a leaf is listed with its first
     # share that is not None, so each has one)
     for k, leaf in leaves.items():
-        waiting = outer.pop(k, None)
+        waiting = deferred.pop(k, None)
         if waiting:
-            _add_dense(grads, owned, k, _evaluate_outer(waiting), fresh=True)
+            _add_dense(grads, owned, k, _evaluate_deferred(waiting), fresh=True)
         g = grads.pop(k)
         if leaf._hooks:  # a hook sees g and may keep it: then g is no longer the walk's alone
             g = _run_hooks(leaf, g)
@@ -506,10 +563,12 @@ def _check_versions(fn: Function) -> None:
 
 def _grad_finite(pg) -> bool:
     kind = type(pg)
-    if kind in _SCATTERED:
+    if kind is SliceGrad:
         return _all_finite(pg.values)
     if kind is OuterGrad:
         return _all_finite(pg.a) and _all_finite(pg.b)
+    if kind in _DEFERRED:
+        return _all_finite(pg.a)
     return _all_finite(pg)
 
 

@@ -13,6 +13,13 @@ view of them in place of the copy: 54 -> 21 µs for the charlm benchmark's stack
 Each row is handed out once, to one step, and nothing but that step writes it; blocks are held
 only through the rows' views (weak references here), so a block lives exactly as long as some
 state in it does. One block per thread is open at a time.
+
+Backward has the mirror image. Every weight gradient of a step is a sum over its rows of dL/dpre
+(W_hh's dpre^T h, W_ih's scatter by token id, the biases' column sums), so a step's backward
+keeps dpre in row t of its block's gradient twin (`grad_row`) and hands the engine those sums
+unevaluated; the engine then evaluates each over all steps' rows at once, as a view of the twin,
+as a hand-written BPTT does. A twin belongs to one backward walk (`walk`): two walks over one
+retained graph, or in two threads, never write into each other's rows.
 """
 from __future__ import annotations
 
@@ -30,11 +37,13 @@ BLOCK_BYTES = 16 * 2**20
 class Block:
     """An (N, *row shape) array and the rows handed out of it so far, both by weak reference."""
 
-    __slots__ = ("rows", "handed")
+    __slots__ = ("rows", "shape", "dtype", "handed", "twin")
 
     def __init__(self, rows: np.ndarray):
         self.rows = weakref.ref(rows)
+        self.shape, self.dtype = rows.shape, rows.dtype
         self.handed = []  # a weak reference to each row handed out, in order
+        self.twin = (None, None)  # (the walk, a weak reference to its gradient twin), set as one
 
     def holds(self, t: int, a: np.ndarray) -> bool:
         """True when `a` is row t as it was handed out (not some other array of equal values)."""
@@ -43,6 +52,7 @@ class Block:
 
 class _Open(threading.local):
     block = None
+    walk = None  # the innermost backward walk running in this thread
 
 
 _open = _Open()
@@ -76,3 +86,34 @@ def run(arrays, block: Block, t0: int):
         if not block.holds(t0 + k, a):
             return None
     return rows[t0:t0 + len(arrays)]
+
+
+class walk:
+    """The scope of one backward walk (autograd.backward): gradient rows are its own."""
+
+    def __enter__(self):
+        self.outer = _open.walk
+        _open.walk = self
+        return self
+
+    def __exit__(self, *exc):
+        _open.walk = self.outer
+        return False
+
+
+def grad_row(block: Block, t: int, like: np.ndarray) -> tuple:
+    """(row, at) for a step's dL/dpre shaped and typed like `like` (B, H): row t of this walk's
+    gradient twin of `block`, at = (twin, t), when `like` fits the block's rows; else a fresh
+    array and at = None. A twin is held only by the rows the engine keeps (weakly here), so it
+    goes once they are evaluated; a row asked for after that lands in a new twin, and so does one
+    asked for after another walk (a nested one, another thread's) took the block: the engine then
+    joins the rows of each twin apart."""
+    w = _open.walk
+    if w is None or block.shape[1:] != like.shape or block.dtype != like.dtype:
+        return np.empty(like.shape, like.dtype), None
+    walk_of, ref = block.twin  # one read: another thread may set block.twin meanwhile
+    twin = ref() if walk_of is w else None
+    if twin is None:
+        twin = np.empty(block.shape, block.dtype)
+        block.twin = (w, weakref.ref(twin))
+    return twin[t], (twin, t)

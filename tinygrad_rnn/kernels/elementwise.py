@@ -30,7 +30,9 @@ this kernel / the numpy reference / the kernel before this revision):
   pair instead of 32 µs.
 
 Kernels take arrays of any shape and layout: the wrappers flatten them (a view for
-C-contiguous input, a copy otherwise) and write into a fresh C-contiguous output. The one
+C-contiguous input, a copy otherwise) and write into a fresh C-contiguous output, or, for the
+activation backwards, into a C-contiguous `out` the caller passes (a recurrent step's gradient
+row, tinygrad_rnn/blocks.py). The one
 exception, `add_row_into`, adds a row to every row of a 2-D array in place.
 """
 import numpy as np
@@ -41,9 +43,16 @@ def _flat(a):
     return a.reshape(-1)
 
 
+def _into(out, result):
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
 # --- tanh backward: dL/dx = g * (1 - y^2), from y = tanh(x), one pass, no temporaries
-def tanh_backward_ref(g, y):
-    return g * (1 - y * y)
+def tanh_backward_ref(g, y, out=None):
+    return _into(out, g * (1 - y * y))
 
 
 @njit(cache=True)
@@ -53,8 +62,8 @@ def _tanh_backward(g, y, out):
         out[i] = g[i] * (one - y[i] * y[i])
 
 
-def tanh_backward(g, y):
-    out = np.empty(y.shape, y.dtype)
+def tanh_backward(g, y, out=None):
+    out = np.empty(y.shape, y.dtype) if out is None else out
     _tanh_backward(_flat(g), _flat(y), _flat(out))
     return out
 
@@ -90,8 +99,8 @@ def sigmoid(x):
 
 
 # --- sigmoid backward: g * y * (1 - y)
-def sigmoid_backward_ref(g, y):
-    return g * y * (1 - y)
+def sigmoid_backward_ref(g, y, out=None):
+    return _into(out, g * y * (1 - y))
 
 
 @njit(cache=True)
@@ -101,15 +110,15 @@ def _sigmoid_backward(g, y, out):
         out[i] = g[i] * y[i] * (one - y[i])
 
 
-def sigmoid_backward(g, y):
-    out = np.empty(y.shape, y.dtype)
+def sigmoid_backward(g, y, out=None):
+    out = np.empty(y.shape, y.dtype) if out is None else out
     _sigmoid_backward(_flat(g), _flat(y), _flat(out))
     return out
 
 
 # --- relu backward: the gradient passes where the output is positive (0 at the kink)
-def relu_backward_ref(g, y):
-    return np.where(y > 0, g, np.zeros((), g.dtype))
+def relu_backward_ref(g, y, out=None):
+    return _into(out, np.where(y > 0, g, np.zeros((), g.dtype)))
 
 
 @njit(cache=True)
@@ -119,8 +128,8 @@ def _relu_backward(g, y, out):
         out[i] = g[i] if y[i] > 0 else zero
 
 
-def relu_backward(g, y):
-    out = np.empty(y.shape, g.dtype)
+def relu_backward(g, y, out=None):
+    out = np.empty(y.shape, g.dtype) if out is None else out
     _relu_backward(_flat(g), _flat(y), _flat(out))
     return out
 

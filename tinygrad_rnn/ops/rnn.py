@@ -16,7 +16,7 @@ a scatter-add (kernels/matmul.py), the one-hot product's numbers without its ari
 import numpy as np
 
 from .. import blocks
-from ..autograd import ColumnGrad, Function, OuterGrad, check_same_dtype
+from ..autograd import ColumnGrad, Function, OuterGrad, RowSumGrad, check_same_dtype
 from ..kernels import K
 
 
@@ -38,13 +38,14 @@ def _step_input(x, w_ih) -> tuple:
     return x, x, (x.shape if x.ndim == 2 else (-1, -1))
 
 
-def _input_grads(d_pre, x, w_ih, need_x, need_w_ih) -> tuple:
-    """(dL/dx, dL/dW_ih) of x W_ih^T given dL/d(x W_ih^T) = d_pre. Token ids have no gradient;
-    their weight gradient d_pre^T @ one_hot(ids) is a scatter-add into W_ih's columns."""
+def _input_grads(d_pre, x, w_ih, need_x, need_w_ih, at=None) -> tuple:
+    """(dL/dx, dL/dW_ih) of x W_ih^T given dL/d(x W_ih^T) = d_pre (at: where d_pre is a
+    gradient row, blocks.grad_row). Token ids have no gradient; their weight gradient
+    d_pre^T @ one_hot(ids) is a scatter-add into W_ih's columns."""
     if is_token_ids(x):
-        return None, (ColumnGrad(w_ih.shape, x, d_pre) if need_w_ih else None)
+        return None, (ColumnGrad(w_ih.shape, x, d_pre, at) if need_w_ih else None)
     return (K.matmul(d_pre, w_ih) if need_x else None,
-            OuterGrad(d_pre, x) if need_w_ih else None)  # d_pre.T @ x, summed over steps by the engine
+            OuterGrad(d_pre, x, None, at) if need_w_ih else None)  # d_pre.T @ x, summed over steps by the engine
 
 
 def _tanh(a, out):
@@ -87,15 +88,17 @@ class RNNCellStep(Function):
         x, h, w_ih, w_hh, out, grad_kernel = self.saved
         block, t = self.out_at
         need_x, need_h, need_w_ih, need_w_hh, need_b_ih, need_b_hh = self.needs_input_grad
-        d_pre = getattr(K, grad_kernel)(g, out)
-        d_b = K.sum_rows(d_pre) if need_b_ih or need_b_hh else None
-        d_x, d_w_ih = _input_grads(d_pre, x, w_ih, need_x, need_w_ih)
+        # every weight gradient is a sum over d_pre's rows: kept in a gradient row, the engine
+        # sums each over all steps at once (tinygrad_rnn/blocks.py)
+        d_pre, at = blocks.grad_row(block, t, out)
+        getattr(K, grad_kernel)(g, out, d_pre)
+        d_x, d_w_ih = _input_grads(d_pre, x, w_ih, need_x, need_w_ih, at)
         return (d_x,
                 K.matmul(d_pre, w_hh) if need_h else None,
                 d_w_ih,
-                OuterGrad(d_pre, h, (block, t - 1) if t else None) if need_w_hh else None,
-                d_b if need_b_ih else None,
-                d_b if need_b_hh else None)
+                OuterGrad(d_pre, h, (block, t - 1) if t else None, at) if need_w_hh else None,
+                RowSumGrad(d_pre, at) if need_b_ih else None,
+                RowSumGrad(d_pre, at) if need_b_hh else None)
 
 
 class LSTMCellStep(Function):
