@@ -134,13 +134,19 @@ def matmul_tn_loop(a, g):
 
 
 # --- an Elman step's pre-activation: x @ w_ih.T + h @ w_hh.T (+ (b_ih + b_hh))
-def rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh):
+def rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh, out=None):
     pre = (pick_columns_ref(w_ih, x) if x.dtype.kind in "iu" else np.matmul(x, w_ih.T)) + np.matmul(h, w_hh.T)
-    return pre if b_ih is None else pre + (b_ih + b_hh)
+    pre = pre if b_ih is None else pre + (b_ih + b_hh)
+    if out is None:
+        return pre
+    out[...] = pre
+    return out
 
 
-def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh):
+def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh, out=None):
     """x may also be token ids (B,), standing for one-hot rows: see `_preact_from_ids` below.
+    `out`: a C-contiguous (B, H) array to write into (the step's row of its block) instead of
+    a new one.
 
     The reference's sums on the transposed problem, pre.T = w_ih @ x.T + w_hh @ h.T: with a
     batch of at most `_PREACT_SWAP_ROWS` rows both products then read their weight untransposed
@@ -151,14 +157,17 @@ def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh):
     float64 keeps the reference: there OpenBLAS's transposed products differed in the last bit
     at odd sizes (H = 100, 300), and float64 is for checking, not speed."""
     if x.dtype.kind in "iu":
-        return _preact_from_ids(x, h, w_ih, w_hh, b_ih, b_hh)
+        return _preact_from_ids(x, h, w_ih, w_hh, b_ih, b_hh, out)
     if not _preact_swaps(h, w_hh) or x.dtype != np.float32:
-        return rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh)
+        return rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh, out)
     pre_t = np.matmul(w_ih, x.T)
     pre_t += np.matmul(w_hh, h.T)
     if b_ih is not None:
         pre_t += (b_ih + b_hh)[:, None]
-    return np.ascontiguousarray(pre_t.T)
+    if out is None:
+        return np.ascontiguousarray(pre_t.T)
+    out[...] = pre_t.T
+    return out
 
 
 _PREACT_SWAP_ROWS = 64
@@ -229,12 +238,13 @@ def _add_picked_columns(out, hh, w, ids, b_ih, b_hh):
     return -1
 
 
-def _preact_from_ids(ids, h, w_ih, w_hh, b_ih, b_hh):
+def _preact_from_ids(ids, h, w_ih, w_hh, b_ih, b_hh, out=None):
     """rnn_preact with the input product replaced by the column gather: h's product (transposed
     where that pays, as above), then one numba pass adds the picked columns and the biases and
     writes row order."""
     hh = np.matmul(w_hh, h.T).T if _preact_swaps(h, w_hh) else np.matmul(h, w_hh.T)
-    out = np.empty(hh.shape, hh.dtype)
+    if out is None:
+        out = np.empty(hh.shape, hh.dtype)
     _pick_columns_into(out, hh, w_ih, ids, b_ih, b_hh)
     return out
 

@@ -79,7 +79,7 @@ class RNNCellStep(Function):
                              f"got x {x.shape} {x.dtype}, h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
         act, grad_kernel = ACTIVATIONS[nonlinearity]
         out, block, t = blocks.next_row(h)  # beside the previous step's output (tinygrad_rnn/blocks.py)
-        act(K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh), out)
+        act(K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh, out), out)  # in place: one array, still hot
         self.saved = (x, h, w_ih, w_hh, out, grad_kernel)
         self.out_at = (block, t)
         return out
