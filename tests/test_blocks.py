@@ -270,3 +270,27 @@ def test_a_small_row_budget_evaluates_gradient_rows_early_with_the_same_gradient
     monkeypatch.setattr(autograd, "_OUTER_ROWS", 6)
     for a, b in zip(grads(), want):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_one_tensor_as_both_weights_gets_both_gradient_rows():
+    """w_ih and w_hh the same tensor: each step's dL/dpre row reaches it twice, as the input's
+    product and as the state's; the engine must not read the second as the next step's row
+    (a hypothesis fuzz program found this)."""
+    from tinygrad_rnn.nn.rnn import _rnn_step_unfused
+    from tinygrad_rnn.ops.rnn import RNNCellStep
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((3, 4)) for _ in range(6)]
+    w_data, b_data = rng.standard_normal((4, 4)) * 0.5, rng.standard_normal(4)
+
+    def grads(step):
+        w, b = tg.Tensor(w_data, requires_grad=True), tg.Tensor(b_data, requires_grad=True)
+        h, outs = tg.Tensor(np.zeros((3, 4))), []
+        for x in xs:
+            h = step(tg.Tensor(x), h, w, w, b, b)
+            outs.append(h)
+        (tg.stack(outs) ** 2).sum().backward()
+        return w.grad.data, b.grad.data
+
+    fused = grads(lambda *a: RNNCellStep.apply(*a, nonlinearity="tanh"))
+    for got, want in zip(fused, grads(lambda *a: _rnn_step_unfused(*a, "tanh"))):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)

@@ -371,23 +371,25 @@ def _joins(prev, at) -> bool:
     """Rows at `prev` and then `at` join as a view (`at` is the row before `prev` in one twin
     or block: the walk goes back in time), or as a copy (neither is such a row)."""
     if at is None or prev is None:
-        return at is prev
+        return at is None and prev is None
     return at[0] is prev[0] and at[1] == prev[1] - 1
 
 
 def _runs(waiting: list) -> list:
     """The waiting gradients split where the kind changes or where their rows stop joining: a
-    first step's state, a new block."""
-    runs, run, q = [], [], waiting[0]
-    kind = type(q)
-    for p in waiting:
-        # _joins, spelled out for a_at: this runs once per step and weight (~2x faster inline)
+    first step's state, a new block. (One gradient row may also reach two inputs that are one
+    tensor, e.g. w_ih and w_hh both x: the same t twice is no join.)"""
+    runs, run, q = [], [waiting[0]], waiting[0]
+    for p in waiting[1:]:
+        # _joins(q.a_at, p.a_at) spelled out: this runs once per step and weight
         at, prev = p.a_at, q.a_at
-        if p is not q and (type(p) is not kind or (
-                at is not prev and (at is None or prev is None or at[0] is not prev[0] or at[1] != prev[1] - 1))
-                or kind is OuterGrad and not _joins(q.b_at, p.b_at)):
+        if at is None or prev is None:
+            split = at is not prev
+        else:
+            split = at[0] is not prev[0] or at[1] != prev[1] - 1
+        if split or type(p) is not type(q) or type(p) is OuterGrad and not _joins(q.b_at, p.b_at):
             runs.append(run)
-            run, kind = [], type(p)
+            run = []
         run.append(p)
         q = p
     runs.append(run)
