@@ -294,3 +294,15 @@ def test_one_tensor_as_both_weights_gets_both_gradient_rows():
     fused = grads(lambda *a: RNNCellStep.apply(*a, nonlinearity="tanh"))
     for got, want in zip(fused, grads(lambda *a: _rnn_step_unfused(*a, "tanh"))):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_a_walk_leaves_no_gradient_twin_behind():
+    """The twins live only while the engine still has rows of them to evaluate: after
+    backward, the blocks (still alive through the states) hold none."""
+    cell, xs = cell_and_inputs(T=12, B=3, I=4, H=5)
+    outs = loop(cell, xs)
+    (tg.stack(outs) ** 2).sum().backward()
+    gc.collect()
+    block = outs[0]._ctx.out_at[0]
+    assert block.rows() is not None  # the states are alive...
+    assert block.twin[0] is not None and block.twin[1]() is None  # ...their twin, once made, is gone
