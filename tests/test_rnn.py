@@ -452,6 +452,22 @@ def test_token_id_errors_name_the_op_and_the_id(monkeypatch, fused):
         cell(np.zeros((2, 4), np.int64))
     with pytest.raises(ValueError, match=r"RNN: expected input.*token ids with 2 or 1; got \(2, 3, 4\) int64"):
         nn.RNN(4, 5)(np.zeros((2, 3, 4), np.int64))
+    # a loop's step (token ids and a state Tensor) takes RNNCell's short path when the state's
+    # shape fits; when it does not, the long path names it
+    with pytest.raises(ValueError, match=r"RNNCell: expected hidden state of shape \(2, 5\), got \(3, 5\)"):
+        cell(np.array([0, 1]), tg.zeros(3, 5))
+    with pytest.raises(ValueError, match=r"expected hidden state of shape \(2, 5\), got \(2, 4\)"):
+        cell(np.array([0, 1]), tg.zeros(2, 4))
+
+
+def test_the_token_id_short_path_gives_what_the_checked_path_gives():
+    cell = nn.RNNCell(4, 5).double()
+    ids, h = np.array([3, 0, 2]), tg.Tensor(np.random.default_rng(1).standard_normal((3, 5)))
+    short = cell(ids, h)  # ndarray ids, Tensor state: the short path
+    checked = cell(ids, h.data)  # a numpy state goes through _batch
+    np.testing.assert_array_equal(short.data, checked.data)
+    unbatched = cell(np.array(2), h[1])
+    np.testing.assert_array_equal(unbatched.data, cell(np.array([2]), h[1:2]).data[0])
 
 
 def test_sigmoid_rnn_is_the_lecture_notes_formula():
@@ -734,3 +750,15 @@ def test_lstm_learns_a_latch_that_a_plain_rnn_of_the_same_size_does_not():
     tg.manual_seed(0)
     rnn_acc = _train(nn.RNN(V + 1, H), nn.Linear(H, V), batches(0), steps=300)
     assert lstm_acc > 0.95 and rnn_acc < 0.7, (lstm_acc, rnn_acc)
+
+
+@pytest.mark.parametrize("odd", range(6), ids=["x", "h", "w_ih", "w_hh", "b_ih", "b_hh"])
+def test_the_fused_step_refuses_any_one_input_of_another_dtype(odd):
+    from tinygrad_rnn.ops.rnn import RNNCellStep
+    shapes = [(2, 3), (2, 4), (4, 3), (4, 4), (4,), (4,)]
+    args = [tg.Tensor(np.zeros(s, np.float64 if i == odd else np.float32)) for i, s in enumerate(shapes)]
+    with pytest.raises(tg.ShapeError, match=r"rnn_cell: dtype mismatch \(.*float64"):
+        RNNCellStep.apply(*args, nonlinearity="tanh")
+    if odd > 0:  # with token ids for x too
+        with pytest.raises(tg.ShapeError, match=r"rnn_cell: dtype mismatch"):
+            RNNCellStep.apply(np.array([0, 2]), *args[1:], nonlinearity="tanh")

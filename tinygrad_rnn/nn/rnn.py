@@ -194,6 +194,11 @@ class RNNCell(_CellBase):
         self.nonlinearity = nonlinearity
 
     def forward(self, input, hx=None):
+        if type(input) is np.ndarray and type(hx) is Tensor and input.ndim == 1 and is_token_ids(input) \
+                and hx._data.shape == (input.shape[0], self.hidden_size):
+            # a char-RNN loop's every step: a batch of token ids and the previous state, nothing
+            # for _batch to convert or refuse (1.0 µs a step of 15 at H=64)
+            return _rnn_step(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)
         x, (h,), unbatched = self._batch(input, hx)
         h = _rnn_step(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)
         return h.squeeze(0) if unbatched else h
