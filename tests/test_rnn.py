@@ -246,6 +246,14 @@ def test_fused_step_errors_name_the_op_and_shapes():
     with pytest.raises(tg.ShapeError, match=r"RNNCellStep.*h \(2, 6\)"):
         RNNCellStep.apply(Tensor(np.zeros((2, 4), np.float32)), Tensor(np.zeros((2, 6), np.float32)),
                           cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    # the biases' gradients are sums over the batch's rows: a bias of any other shape than
+    # (H,) is refused here rather than handed a gradient of the wrong shape in backward
+    x, h = Tensor(np.zeros((2, 4), np.float32)), Tensor(np.zeros((2, 5), np.float32))
+    row = Tensor(np.zeros((1, 5), np.float32), requires_grad=True)
+    with pytest.raises(tg.ShapeError, match=r"RNNCellStep.*b_ih \(1, 5\), b_hh \(5,\)"):
+        RNNCellStep.apply(x, h, cell.weight_ih, cell.weight_hh, row, cell.bias_hh)
+    with pytest.raises(tg.ShapeError, match=r"RNNCellStep.*b_ih \(5,\), b_hh None"):
+        RNNCellStep.apply(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, None)
 
 
 

@@ -48,6 +48,10 @@ def _input_grads(d_pre, x, w_ih, need_x, need_w_ih, at=None) -> tuple:
             OuterGrad(d_pre, x, None, at) if need_w_ih else None)  # d_pre.T @ x, summed over steps by the engine
 
 
+def _shape(a):
+    return None if a is None else a.shape
+
+
 def _tanh(a, out):
     return np.tanh(a, out=out)  # numpy's SIMD tanh, as the Tanh op uses
 
@@ -77,9 +81,11 @@ class RNNCellStep(Function):
                 or b_ih is None or b_hh is None or b_ih.dtype is not dt or b_hh.dtype is not dt:
             check_same_dtype("rnn_cell", dense, h, w_ih, w_hh, b_ih, b_hh)
         if h.ndim != 2 or batch != h.shape[0] or w_ih.shape != (h.shape[1], features) \
-                or w_hh.shape != (h.shape[1], h.shape[1]):
-            raise ValueError(f"expected x (B, I) or token ids (B,), h (B, H), w_ih (H, I), w_hh (H, H); "
-                             f"got x {x.shape} {x.dtype}, h {h.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
+                or w_hh.shape != (h.shape[1], h.shape[1]) \
+                or (b_ih is None) is not (b_hh is None) or b_ih is not None and not b_ih.shape == b_hh.shape == h.shape[1:]:
+            raise ValueError(f"expected x (B, I) or token ids (B,), h (B, H), w_ih (H, I), w_hh (H, H), b_ih and "
+                             f"b_hh (H,) or both None; got x {x.shape} {x.dtype}, h {h.shape}, w_ih {w_ih.shape}, "
+                             f"w_hh {w_hh.shape}, b_ih {_shape(b_ih)}, b_hh {_shape(b_hh)}")
         act, grad_kernel = ACTIVATIONS[nonlinearity]
         out, block, t = blocks.next_row(h)  # beside the previous step's output (tinygrad_rnn/blocks.py)
         act(K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh, out), out)  # in place: one array, still hot
