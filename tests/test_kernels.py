@@ -566,6 +566,23 @@ def test_elementwise_backward_writes_into_a_given_row(name, dtype):
 
 
 @DTYPES
+@pytest.mark.parametrize("ids", [False, True], ids=["dense", "token-ids"])
+def test_rnn_preact_writes_into_a_given_row(ids, dtype):
+    """The Elman step passes its row of the state block as `out`: filled with the returned
+    values bit for bit, on every path (gather, swapped float32 products, the reference)."""
+    rng = np.random.default_rng(4)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    x = rng.integers(0, 65, 32) if ids else r(32, 65)
+    args = (x, r(32, 64), r(64, 65), r(64, 64), r(64), r(64))
+    for kernel in pair("rnn_preact"):
+        block = np.full((3, 32, 64), 7, dtype)
+        got = kernel(*args, out=block[1])
+        assert np.shares_memory(got, block[1])
+        np.testing.assert_array_equal(block[1], kernel(*args))
+        assert np.all(block[0] == 7) and np.all(block[2] == 7)
+
+
+@DTYPES
 def test_sigmoid_on_non_contiguous_input(dtype):
     x = (np.random.default_rng(2).standard_normal((5, 7)) * 30).astype(dtype)
     fast, reference = pair("sigmoid")

@@ -293,8 +293,7 @@ class ColumnGrad:
 
     @staticmethod
     def evaluate(run: list) -> np.ndarray:
-        first = run[0]
-        buf = first.zeros()
+        buf = run[0].zeros()
         K.scatter_add_rows_into(buf.T, np.concatenate([p.ids for p in reversed(run)]), _a_rows(run))
         return buf
 
@@ -379,19 +378,14 @@ def _runs(waiting: list) -> list:
     """The waiting gradients split where the kind changes or where their rows stop joining: a
     first step's state, a new block. (One gradient row may also reach two inputs that are one
     tensor, e.g. w_ih and w_hh both x: the same t twice is no join.)"""
-    runs, run, q = [], [waiting[0]], waiting[0]
+    runs, run = [], [waiting[0]]
     for p in waiting[1:]:
-        # _joins(q.a_at, p.a_at) spelled out: this runs once per step and weight
-        at, prev = p.a_at, q.a_at
-        if at is None or prev is None:
-            split = at is not prev
-        else:
-            split = at[0] is not prev[0] or at[1] != prev[1] - 1
-        if split or type(p) is not type(q) or type(p) is OuterGrad and not _joins(q.b_at, p.b_at):
+        q = run[-1]
+        if type(p) is not type(q) or not _joins(q.a_at, p.a_at) or (
+                type(p) is OuterGrad and not _joins(q.b_at, p.b_at)):
             runs.append(run)
             run = []
         run.append(p)
-        q = p
     runs.append(run)
     return runs
 

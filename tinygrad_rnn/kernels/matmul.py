@@ -39,6 +39,8 @@ run (A^T @ dC is the unsteady one, 27-115, where the loop kernel sometimes wins)
 import numpy as np
 from numba import njit, prange
 
+from .elementwise import _into
+
 
 def matmul_ref(a, b):
     return np.matmul(a, b)
@@ -136,11 +138,7 @@ def matmul_tn_loop(a, g):
 # --- an Elman step's pre-activation: x @ w_ih.T + h @ w_hh.T (+ (b_ih + b_hh))
 def rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh, out=None):
     pre = (pick_columns_ref(w_ih, x) if x.dtype.kind in "iu" else np.matmul(x, w_ih.T)) + np.matmul(h, w_hh.T)
-    pre = pre if b_ih is None else pre + (b_ih + b_hh)
-    if out is None:
-        return pre
-    out[...] = pre
-    return out
+    return _into(out, pre if b_ih is None else pre + (b_ih + b_hh))
 
 
 def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh, out=None):
@@ -164,10 +162,7 @@ def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh, out=None):
     pre_t += np.matmul(w_hh, h.T)
     if b_ih is not None:
         pre_t += (b_ih + b_hh)[:, None]
-    if out is None:
-        return np.ascontiguousarray(pre_t.T)
-    out[...] = pre_t.T
-    return out
+    return np.ascontiguousarray(pre_t.T) if out is None else _into(out, pre_t.T)
 
 
 _PREACT_SWAP_ROWS = 64

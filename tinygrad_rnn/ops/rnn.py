@@ -76,10 +76,7 @@ class RNNCellStep(Function):
 
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
         x, dense, (batch, features) = _step_input(x, w_ih)
-        dt = h.dtype  # the usual case by identity (numpy's dtypes are singletons), else the full check
-        if w_ih.dtype is not dt or w_hh.dtype is not dt or dense is not None and dense.dtype is not dt \
-                or b_ih is None or b_hh is None or b_ih.dtype is not dt or b_hh.dtype is not dt:
-            check_same_dtype("rnn_cell", dense, h, w_ih, w_hh, b_ih, b_hh)
+        check_same_dtype("rnn_cell", dense, h, w_ih, w_hh, b_ih, b_hh)
         if h.ndim != 2 or batch != h.shape[0] or w_ih.shape != (h.shape[1], features) \
                 or w_hh.shape != (h.shape[1], h.shape[1]) \
                 or (b_ih is None) is not (b_hh is None) or b_ih is not None and not b_ih.shape == b_hh.shape == h.shape[1:]:
