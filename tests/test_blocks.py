@@ -181,11 +181,13 @@ def test_the_engine_sums_every_weight_gradient_over_views_of_the_rows(monkeypatc
         return [p.grad.data for p in cell.parameters()]
 
     fused = grads(True)
+    assert fused[2] is not fused[3] and np.array_equal(fused[2], fused[3])  # b_ih, b_hh: equal, not one array
     runs = [(name, n) for name, n, _ in joined]
     # W_hh: steps 1..T-1 as one product (step 0's state is no block row, so it goes alone);
-    # W_ih (token ids: one scatter; dense: one product with the inputs) and both biases: all T
+    # W_ih (token ids: one scatter; dense: one product with the inputs) and the biases: all T,
+    # the biases' sum once (b_hh receives the very same gradients as b_ih, and a copy of their sum)
     assert runs.count(("_a_rows", T - 1)) == 1 and runs.count(("_b_rows", T - 1)) == 1
-    assert runs.count(("_a_rows", T)) == 3
+    assert runs.count(("_a_rows", T)) == 2
     for name, n, rows in joined:
         if n > 1 and (name == "_a_rows" or n == T - 1):  # the inputs x are no block rows
             assert rows.base is not None and rows.shape == (n * B, rows.shape[1])  # views, not copies
@@ -294,6 +296,35 @@ def test_one_tensor_as_both_weights_gets_both_gradient_rows():
     fused = grads(lambda *a: RNNCellStep.apply(*a, nonlinearity="tanh"))
     for got, want in zip(fused, grads(lambda *a: _rnn_step_unfused(*a, "tanh"))):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("case", ["b_ih used elsewhere too", "b_hh frozen", "small row budget"])
+def test_the_biases_shared_sum_is_each_ones_own_gradient(monkeypatch, case):
+    """Both biases of a step receive one RowSumGrad and the walk sums such a list once; when
+    the two lists differ (a bias also used elsewhere, or only one wants a gradient) each still
+    gets exactly its own sum, as the op-by-op graph gives it."""
+    if case == "small row budget":
+        monkeypatch.setattr(autograd, "_OUTER_ROWS", 6)
+
+    def grads(fused):
+        monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
+        cell, xs = cell_and_inputs(T=8, seed=7)
+        if case == "b_hh frozen":
+            cell.bias_hh.requires_grad_(False)
+        loss = loss_of_a_loop(cell, xs)
+        if case == "b_ih used elsewhere too":
+            loss = loss + (cell.bias_ih * cell.bias_ih).sum()
+        loss.backward()
+        return [None if p.grad is None else p.grad.data for p in (cell.bias_ih, cell.bias_hh)]
+
+    fused, want = grads(True), grads(False)
+    for got, ref in zip(fused, want):
+        if ref is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-15)
+    if case == "b_ih used elsewhere too":
+        assert not np.allclose(fused[0], fused[1])
 
 
 def test_a_walk_leaves_no_gradient_twin_behind():

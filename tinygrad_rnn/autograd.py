@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 import os
 import threading
 import traceback
@@ -303,12 +304,13 @@ _SCATTERED = (SliceGrad, ColumnGrad)  # gradients the walk adds into a buffer it
 
 class RowSumGrad:
     """A gradient `a.sum(0)`: what a bias added to every row of `a` receives. Alone it is summed
-    at once; with `a_at` (see OuterGrad) the engine defers it and sums all steps' rows in one pass."""
+    at once; with `a_at` (see OuterGrad) the engine defers it and sums all steps' rows in one pass.
+    `shared`: the op hands this one object to two inputs (a recurrent step's b_ih and b_hh)."""
 
-    __slots__ = ("a", "a_at")
+    __slots__ = ("a", "a_at", "shared")
 
-    def __init__(self, a: np.ndarray, a_at: tuple = None):
-        self.a, self.a_at = a, a_at
+    def __init__(self, a: np.ndarray, a_at: tuple = None, shared: bool = False):
+        self.a, self.a_at, self.shared = a, a_at, shared
 
     @staticmethod
     def evaluate(run: list) -> np.ndarray:
@@ -345,6 +347,7 @@ class OuterGrad:
 # row (`a_at`), and products big enough to pay for a copy of their factors (_OUTER_MIN_SIZE).
 _DEFERRED = (OuterGrad, RowSumGrad, ColumnGrad)
 _OUTER_ROWS = 4096
+_LAZY = _SCATTERED + _DEFERRED  # every gradient kind that is not an array
 # Below this many weight elements a product whose `a` is not a gradient row is evaluated at
 # once: stacking copies of them was 10% slower at H=64 while freed memory went back to the OS
 # (page faults on the stacked copies), and has been neutral since tinygrad_rnn/_malloc.py keeps
@@ -357,12 +360,24 @@ def _evaluate_now(pg) -> np.ndarray:
     return (K.matmul(pg.a.T, pg.b) if type(pg) is OuterGrad else K.sum_rows(pg.a))
 
 
-def _evaluate_deferred(waiting: list) -> np.ndarray:
-    """The sum of the gradients waiting for one input: one evaluation per run (below)."""
+def _evaluate_deferred(waiting: list, summed: dict) -> np.ndarray:
+    """The sum of the gradients waiting for one input: one evaluation per run (below).
+
+    A recurrent step hands its two biases one RowSumGrad (`shared`), so b_ih's and b_hh's lists
+    hold the very same objects: `summed` (one per walk) keeps the first such list's sum until
+    the second list asks, which then gets a copy instead of a second pass over every step's rows."""
+    first = waiting[0]
+    shared = type(first) is RowSumGrad and first.shared
+    if shared:
+        seen = summed.pop(id(first), None)
+        if seen is not None and len(seen[0]) == len(waiting) and all(map(operator.is_, seen[0], waiting)):
+            return seen[1]
     total = None
     for run in _runs(waiting):
         part = type(run[0]).evaluate(run)
         total = part if total is None else np.add(total, part, out=total)
+    if shared:
+        summed[id(first)] = (waiting, total.copy())  # a copy: the walk may add into `total`
     return total
 
 
@@ -462,6 +477,7 @@ def _walk(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
     grads = {id(root): seed}
     owned = set()  # ids whose gradient array the walk allocated itself and may update in place
     deferred = {}  # id -> gradients waiting to be summed at once (_DEFERRED)
+    summed = {}  # see _evaluate_deferred
     leaves = {}  # id -> leaf that received a gradient, in order of first arrival
     if root._ctx is None:
         leaves[id(root)] = root
@@ -478,7 +494,7 @@ def _walk(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
         if deferred:
             waiting = deferred.pop(nid, None)
             if waiting:
-                _add_dense(grads, owned, nid, _evaluate_deferred(waiting), fresh=True)
+                _add_dense(grads, owned, nid, _evaluate_deferred(waiting, summed), fresh=True)
         g = grads.pop(nid)
         owned.discard(nid)
         if g is not None:
@@ -511,25 +527,27 @@ def _walk(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
                 raise AnomalyError(f"{fn.name()}Backward produced NaN/Inf; the op was "
                                    f"created at {fn.created_at}")
             kind = type(pg)
-            if kind in _DEFERRED and (pg.a_at is not None or kind is OuterGrad and  # see _DEFERRED
-                                      pg.a.shape[1] * pg.b.shape[1] >= _OUTER_MIN_SIZE):
-                waiting = deferred.setdefault(k, [])
+            if kind is np.ndarray or kind not in _LAZY:  # an array: the most common kind, tested first
+                if pg.shape != p._data.shape:
+                    pg = sum_to(pg, p._data.shape)
+                _add_dense(grads, owned, k, pg)
+            elif kind in _DEFERRED and (pg.a_at is not None or kind is OuterGrad and  # see _DEFERRED
+                                        pg.a.shape[1] * pg.b.shape[1] >= _OUTER_MIN_SIZE):
+                waiting = deferred.get(k)
+                if waiting is None:
+                    waiting = deferred[k] = []
                 waiting.append(pg)
                 if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
-                    _add_dense(grads, owned, k, _evaluate_deferred(deferred.pop(k)), fresh=True)
+                    _add_dense(grads, owned, k, _evaluate_deferred(deferred.pop(k), summed), fresh=True)
             elif kind is OuterGrad or kind is RowSumGrad:
                 _add_dense(grads, owned, k, _evaluate_now(pg), fresh=True)
-            elif kind in _SCATTERED:
+            else:  # _SCATTERED
                 prev = grads[k]
                 if k not in owned:  # a buffer we may write into: never an op's own array
                     prev = pg.zeros() if prev is None else np.array(prev)
                     owned.add(k)
                 pg.add_into(prev)
                 grads[k] = prev
-            else:
-                if pg.shape != p._data.shape:
-                    pg = sum_to(pg, p._data.shape)
-                _add_dense(grads, owned, k, pg)
         if not retain_graph:
             # free the saved arrays and the edges as soon as the walk has passed them
             fn.parents = None
@@ -540,7 +558,7 @@ def _walk(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
     for k, leaf in leaves.items():
         waiting = deferred.pop(k, None)
         if waiting:
-            _add_dense(grads, owned, k, _evaluate_deferred(waiting), fresh=True)
+            _add_dense(grads, owned, k, _evaluate_deferred(waiting, summed), fresh=True)
         g = grads.pop(k)
         if leaf._hooks:  # a hook sees g and may keep it: then g is no longer the walk's alone
             g = _run_hooks(leaf, g)

@@ -98,7 +98,7 @@ class RNNCellStep(Function):
         # sums each over all steps at once (tinygrad_rnn/blocks.py)
         d_pre, at = blocks.grad_row(block, t, out)
         getattr(K, grad_kernel)(g, out, d_pre)
-        d_b = RowSumGrad(d_pre, at) if need_b_ih or need_b_hh else None
+        d_b = RowSumGrad(d_pre, at, need_b_ih and need_b_hh) if need_b_ih or need_b_hh else None
         d_x, d_w_ih = _input_grads(d_pre, x, w_ih, need_x, need_w_ih, at)
         return (d_x,
                 K.matmul(d_pre, w_hh) if need_h else None,
