@@ -117,79 +117,69 @@ def log_softmax_backward(g, y):
     return p
 
 
-# --- cross-entropy, fused: loss_r = lse(x_r) - x_r[t_r]; rows whose target is ignore_index
-#     give 0. The forward keeps only lse (one number per row); the backward recomputes
-#     softmax from it, so no (rows, classes) probability array has to be stored.
+# --- cross-entropy, fused: loss_r = lse(x_r) - x_r[t_r], where lse = m_r + log(s_r), e_r =
+#     exp(x_r - m_r) with m_r the row max and s_r the sum of e_r; rows whose target is
+#     ignore_index give 0. The forward returns e and s, which it computes anyway, and the
+#     backward's softmax is then e / s: one pass instead of a second exp over every logit
+#     (2048x65 float32: 112 -> 33 µs). The price is e, one (rows, classes) array, kept until
+#     backward, as PyTorch's cross-entropy keeps its log-softmax.
 def cross_entropy_forward_ref(x, targets, ignore_index):
     m = np.max(x, axis=1, keepdims=True)
-    lse = (m + np.log(np.sum(np.exp(x - m), axis=1, keepdims=True)))[:, 0]
+    e = np.exp(x - m)
+    s = np.sum(e, axis=1)
+    lse = m[:, 0] + np.log(s)
     keep = targets != ignore_index
     safe = np.where(keep, targets, 0)
     picked = np.take_along_axis(x, safe[:, None], axis=1)[:, 0]
-    return np.where(keep, lse - picked, 0).astype(x.dtype), lse
+    return np.where(keep, lse - picked, 0).astype(x.dtype), e, s
 
 
 @njit(cache=True)
 def _cross_entropy_loss(x, e, m, targets, ignore_index):
-    """e holds exp(x - m) row by row."""
+    """e holds exp(x - m) row by row; returns the losses and the row sums of e."""
     rows = x.shape[0]
     loss = np.empty(rows, dtype=x.dtype)
-    lse = np.empty(rows, dtype=x.dtype)
+    s = np.empty(rows, dtype=x.dtype)
     for r in range(rows):
-        lse[r] = m[r] + np.log(_row_sum(e[r]))
+        s[r] = _row_sum(e[r])
         t = targets[r]
-        loss[r] = 0 if t == ignore_index else lse[r] - x[r, t]
-    return loss, lse
+        loss[r] = 0 if t == ignore_index else (m[r] + np.log(s[r])) - x[r, t]
+    return loss, s
 
 
 def cross_entropy_forward(x, targets, ignore_index):
     e = np.empty(x.shape, x.dtype)
     m = _sub_row_max(x, e, False)
     np.exp(e, out=e)
-    return _cross_entropy_loss(x, e, m, targets, ignore_index)
+    loss, s = _cross_entropy_loss(x, e, m, targets, ignore_index)
+    return loss, e, s
 
 
-def cross_entropy_backward_ref(g, x, lse, targets, ignore_index):
+def cross_entropy_backward_ref(g, e, s, targets, ignore_index):
     keep = targets != ignore_index
-    p = np.exp(x - lse[:, None])
+    p = e / s[:, None]
     p[np.arange(len(targets))[keep], targets[keep]] -= 1
-    return (p * np.where(keep, g, 0)[:, None]).astype(x.dtype)
+    return (p * np.where(keep, g, 0)[:, None]).astype(e.dtype)
 
 
 @njit(cache=True)
-def _cross_entropy_grad(p, g, targets, ignore_index):
-    """p holds softmax(x) on entry and the gradient on exit: (p - onehot(t)) * g per row."""
-    rows, n = p.shape
-    zero = p.dtype.type(0)
+def cross_entropy_backward(g, e, s, targets, ignore_index):
+    """(softmax - onehot(t)) * g per row, softmax = e / s; a new array (e stays as it was, for
+    a second backward through a retained graph)."""
+    rows, n = e.shape
+    out = np.empty(e.shape, dtype=e.dtype)
+    zero, one = e.dtype.type(0), e.dtype.type(1)  # a literal 1 would make numba compute in float64
     for r in range(rows):
         t = targets[r]
         if t == ignore_index:
             for j in range(n):
-                p[r, j] = zero
+                out[r, j] = zero
             continue
-        p[r, t] -= 1  # before scaling, as the reference does: (p - 1) * g, not p * g - g
-        gr = g[r]
+        sr, gr = s[r], g[r]
         for j in range(n):
-            p[r, j] *= gr
-
-
-@njit(cache=True)
-def _sub_rows(x, v):
-    """x[r] - v[r] for every row r: numpy's broadcast subtract pays a call of its inner loop per
-    row, 47 µs at 2048x65 where this takes 9."""
-    out = np.empty(x.shape, dtype=x.dtype)
-    for r in range(x.shape[0]):
-        vr = v[r]
-        for j in range(x.shape[1]):
-            out[r, j] = x[r, j] - vr
+            out[r, j] = e[r, j] / sr * gr
+        out[r, t] = (e[r, t] / sr - one) * gr  # (p - 1) * g, as the reference orders it
     return out
-
-
-def cross_entropy_backward(g, x, lse, targets, ignore_index):
-    p = _sub_rows(x, lse)
-    np.exp(p, out=p)
-    _cross_entropy_grad(p, g, targets, ignore_index)
-    return p
 
 
 # --- embedding: gather rows; its backward scatter-adds (a row picked twice gets both grads)

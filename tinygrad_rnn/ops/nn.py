@@ -76,22 +76,22 @@ class CrossEntropy(Function):
                 raise IndexError(f"target {flat_t[pos]} at position {np.unravel_index(pos, targets.shape)} "
                                  f"is out of range for {n_classes} classes")
         rows, moved = _rows(logits, class_dim)
-        losses, lse = K.cross_entropy_forward(rows, flat_t, ignore_index)
+        losses, e, s = K.cross_entropy_forward(rows, flat_t, ignore_index)
         count = int(np.count_nonzero(keep))
-        self.saved = (rows, lse, flat_t, ignore_index, moved, class_dim, reduction, count)
+        self.saved = (e, s, flat_t, ignore_index, moved, class_dim, reduction, count)
         if reduction == "none":
             return losses.reshape(targets.shape)
         total = np.sum(losses)
         return total if reduction == "sum" else total / np.asarray(count, dtype=logits.dtype)
 
     def backward(self, g):
-        rows, lse, flat_t, ignore_index, moved, class_dim, reduction, count = self.saved
+        e, s, flat_t, ignore_index, moved, class_dim, reduction, count = self.saved
         if reduction == "none":
             g_rows = np.ascontiguousarray(g.reshape(-1))
         else:
             scale = g / count if reduction == "mean" else g
-            g_rows = np.full(len(flat_t), scale, dtype=rows.dtype)
-        grad = K.cross_entropy_backward(g_rows, rows, lse, flat_t, ignore_index)
+            g_rows = np.full(len(flat_t), scale, dtype=e.dtype)
+        grad = K.cross_entropy_backward(g_rows, e, s, flat_t, ignore_index)
         return _unrows(grad, moved, class_dim)
 
 
