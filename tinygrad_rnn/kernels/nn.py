@@ -8,7 +8,8 @@ Where an `exp` is needed the work is split three ways: numba finds each row's ma
 scale; the row helpers live in reduce.py). The kernels before this revision called numba's
 scalar exp per element (PyPI's llvmlite has no SVML) and lost to the plain numpy references
 by 1.7-2.9x at 2048x65 and 2048x1000. Every formula is the reference's, in the same order; only
-row sums are reassociated (and `cross_entropy_backward` is bit-identical to its reference).
+row sums are reassociated (and `cross_entropy_backward`, which needs no exp, is bit-identical
+to its reference).
 
 Measured on the 2-core dev machine, float32 (median µs per call over 3 alternating fresh
 inputs; this kernel / the numpy reference / the kernel before this revision):
@@ -19,11 +20,11 @@ inputs; this kernel / the numpy reference / the kernel before this revision):
     log_softmax_lastdim     4.0 / 13.1 / 9.1   142 / 329 / 549   2086 / 4157 / 8255
     log_softmax_backward    2.0 / 6.7 / 7.2     85 / 185 / 422   1467 / 2609 / 6589
     cross_entropy_forward   4.9 / 19.4 / 8.9   137 / 285 / 512   2035 / 2687 / 7905
-    cross_entropy_backward  2.8 / 10.5 / 3.4    93 / 216 / 123   2182 / 3593 / 2314
+    cross_entropy_backward  1.1 / 10.2 / 2.8    23 / 143 / 93     243 / 2686 / 2182
 
-(cross_entropy_backward remeasured 2026-11-23, all three columns in one run, when `x - lse`
-became a numba pass instead of numpy's broadcast subtract, which pays a call of its inner loop
-per row.)
+(cross_entropy_backward remeasured 2026-11-23, when it became one pass over the forward's
+e = exp(x - max) and row sums instead of recomputing exp(x - lse); its reference changed the
+same way. The column before it: `x - lse` as a numba pass, then numpy's exp.)
 
 float64 is 1.3-2.8x slower than float32 and keeps the same order (e.g. softmax_lastdim
 5.1 / 13.1 / 10.6, 265 / 408 / 666, 3868 / 5900 / 10659). `softmax_backward` has no exp: it
