@@ -218,7 +218,8 @@ def _probe_args(name: str):
         "matmul_tn_loop": (x, x), "max_lastdim": (x,), "logsumexp_lastdim": (x,),
         "softmax_lastdim": (x,), "softmax_backward": (g, x), "log_softmax_lastdim": (x,),
         "log_softmax_backward": (g, x), "cross_entropy_forward": (x, t, -100),
-        "cross_entropy_backward": (g[:, 0].copy(), np.exp(x - lse[:, None]), np.ones(8, np.float32), t, -100), "sum_rows": (g,),
+        "cross_entropy_backward": (g[:, 0].copy(), np.exp(x - lse[:, None]), np.ones(8, np.float32), t, -100),
+        "sum_rows": (g,),
         "gather_rows": (x, np.array([0, 3, 3, 7])), "scatter_add_rows": (g, np.arange(8) % 3, 3),
         # optimizer steps update their first arrays in place: copies keep the probe repeatable
         "sgd_step": lambda: (x.copy(), g, z.copy(), 0.1, 0.9, 0.0, 0.0, False, False),
