@@ -29,18 +29,14 @@ this kernel / the numpy reference / the kernel before this revision):
   matmul a parallel kernel waits for BLAS's spinning threads: 8000 µs per (matmul, kernel)
   pair instead of 32 µs.
 
-Kernels take arrays of any shape and layout: the wrappers flatten them (a view for
-C-contiguous input, a copy otherwise) and write into a fresh C-contiguous output, or, for the
+Kernels take arrays of any shape and layout: the wrappers flatten them (`reshape(-1)`: a view
+for C-contiguous input, a copy otherwise) and write into a fresh C-contiguous output, or, for the
 activation backwards, into a C-contiguous `out` the caller passes (a recurrent step's gradient
 row, tinygrad_rnn/blocks.py). The one
 exception, `add_row_into`, adds a row to every row of a 2-D array in place.
 """
 import numpy as np
 from numba import njit
-
-
-def _flat(a):
-    return a.reshape(-1)
 
 
 def _into(out, result):
@@ -64,7 +60,7 @@ def _tanh_backward(g, y, out):
 
 def tanh_backward(g, y, out=None):
     out = np.empty(y.shape, y.dtype) if out is None else out
-    _tanh_backward(_flat(g), _flat(y), _flat(out))
+    _tanh_backward(g.reshape(-1), y.reshape(-1), out.reshape(-1))
     return out
 
 
@@ -91,7 +87,7 @@ def _sigmoid_from_exp(x, e):
 
 def sigmoid(x):
     out = np.empty(x.shape, x.dtype)
-    xf, of = _flat(x), _flat(out)
+    xf, of = x.reshape(-1), out.reshape(-1)
     _neg_abs(xf, of)
     np.exp(of, out=of)
     _sigmoid_from_exp(xf, of)
@@ -112,7 +108,7 @@ def _sigmoid_backward(g, y, out):
 
 def sigmoid_backward(g, y, out=None):
     out = np.empty(y.shape, y.dtype) if out is None else out
-    _sigmoid_backward(_flat(g), _flat(y), _flat(out))
+    _sigmoid_backward(g.reshape(-1), y.reshape(-1), out.reshape(-1))
     return out
 
 
@@ -130,7 +126,7 @@ def _relu_backward(g, y, out):
 
 def relu_backward(g, y, out=None):
     out = np.empty(y.shape, g.dtype) if out is None else out
-    _relu_backward(_flat(g), _flat(y), _flat(out))
+    _relu_backward(g.reshape(-1), y.reshape(-1), out.reshape(-1))
     return out
 
 

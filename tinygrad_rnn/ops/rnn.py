@@ -52,10 +52,6 @@ def _shape(a):
     return None if a is None else a.shape
 
 
-def _tanh(a, out):
-    return np.tanh(a, out=out)  # numpy's SIMD tanh, as the Tanh op uses
-
-
 def _relu(a, out):
     return np.maximum(a, 0, out=out)
 
@@ -65,8 +61,9 @@ def _sigmoid(a, out):
     return out
 
 
-# activation -> (forward: the pre-activation into `out`, name of the kernel giving dL/dpre from (g, out))
-ACTIVATIONS = {"tanh": (_tanh, "tanh_backward"), "relu": (_relu, "relu_backward"),
+# activation -> (forward: the pre-activation into `out`, name of the kernel giving dL/dpre from (g, out));
+# tanh is numpy's own SIMD ufunc, `out` its second argument, as the Tanh op uses it
+ACTIVATIONS = {"tanh": (np.tanh, "tanh_backward"), "relu": (_relu, "relu_backward"),
                "sigmoid": (_sigmoid, "sigmoid_backward")}
 
 
