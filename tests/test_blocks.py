@@ -159,12 +159,16 @@ def test_the_view_changes_no_gradient(monkeypatch):
 
 @pytest.mark.parametrize("ids", [False, True], ids=["dense", "token-ids"])
 def test_the_engine_sums_every_weight_gradient_over_views_of_the_rows(monkeypatch, ids):
-    """Each step keeps dL/dpre in a row of its block's gradient twin, so the engine evaluates
-    W_hh's gradient as one product of two views (the twin's rows, the states' rows), and the
-    biases' and W_ih's as one pass over the twin's rows; the values equal the generic ops' to
-    rounding."""
+    """Each step keeps dL/dpre in a row of its block's gradient twin and extends one run per
+    weight (autograd.RowsGrad), so the engine evaluates W_hh's gradient as one product of two
+    views (the twin's rows, the states' rows), and the biases' and W_ih's as one pass over the
+    twin's rows; the values equal the generic ops' to rounding."""
     T, B, I, H = 9, 3, 5, 12
-    joined = []
+    R = autograd.RowsGrad
+    evaluated, joined = [], []
+    evaluate = R.evaluate
+    monkeypatch.setattr(R, "evaluate", staticmethod(
+        lambda run: evaluated.append((run[0].how, run[0].t0, run[0].t1, len(run))) or evaluate(run)))
     for name in ("_a_rows", "_b_rows"):
         rows = getattr(autograd, name)
         monkeypatch.setattr(autograd, name, lambda run, rows=rows, name=name:
@@ -182,15 +186,16 @@ def test_the_engine_sums_every_weight_gradient_over_views_of_the_rows(monkeypatc
 
     fused = grads(True)
     assert fused[2] is not fused[3] and np.array_equal(fused[2], fused[3])  # b_ih, b_hh: equal, not one array
-    runs = [(name, n) for name, n, _ in joined]
-    # W_hh: steps 1..T-1 as one product (step 0's state is no block row, so it goes alone);
-    # W_ih (token ids: one scatter; dense: one product with the inputs) and the biases: all T,
-    # the biases' sum once (b_hh receives the very same gradients as b_ih, and a copy of their sum)
-    assert runs.count(("_a_rows", T - 1)) == 1 and runs.count(("_b_rows", T - 1)) == 1
-    assert runs.count(("_a_rows", T)) == 2
+    # W_hh: steps 1..T-1 as one run (step 0's state is no block row: its product goes alone);
+    # the biases: all T steps as one run, summed once (b_hh gets a copy of b_ih's sum); W_ih:
+    # token ids all T as one run, dense inputs T products joined into one (their rows copied)
+    want = [(R.OUTER, 1, T - 1, 1), (R.ROWSUM, 0, T - 1, 1)] + ([(R.COLUMNS, 0, T - 1, 1)] if ids else [])
+    assert sorted(evaluated) == sorted(want)
+    step0 = [("_a_rows", 1), ("_b_rows", 1)]  # step 0's W_hh product
+    assert sorted((name, n) for name, n, _ in joined) == sorted(step0 + ([] if ids else [("_a_rows", T), ("_b_rows", T)]))
     for name, n, rows in joined:
-        if n > 1 and (name == "_a_rows" or n == T - 1):  # the inputs x are no block rows
-            assert rows.base is not None and rows.shape == (n * B, rows.shape[1])  # views, not copies
+        if name == "_a_rows":
+            assert rows.base is not None and rows.shape == (n * B, H)  # the twin's rows, a view
     for a, b in zip(fused, grads(False)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
@@ -325,6 +330,57 @@ def test_the_biases_shared_sum_is_each_ones_own_gradient(monkeypatch, case):
             np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-15)
     if case == "b_ih used elsewhere too":
         assert not np.allclose(fused[0], fused[1])
+
+
+@pytest.mark.parametrize("case", ["two cells take turns", "b_hh frozen for some steps", "truncated BPTT",
+                                  "anomaly mode", "small row budget", "one run kept"])
+def test_a_run_of_steps_sends_each_weight_exactly_its_own_gradient(monkeypatch, case):
+    """A step's backward extends the runs the step after it began (autograd.RowsGrad) instead of
+    sending its own weight gradients. Runs keep apart what must stay apart: two cells whose
+    steps share one block (each weight gets only its own steps' rows), steps that need different
+    biases, a loop continued from a detached state in the same block, runs the engine evaluates
+    early (a small row budget) or forgets (one run kept); anomaly mode sends each step's own.
+    Each parameter's gradient equals the op-by-op graph's."""
+    if case == "small row budget":  # and W_hh used between the steps: its list fills up mid-run
+        monkeypatch.setattr(autograd, "_OUTER_ROWS", 7)
+        monkeypatch.setattr(autograd, "_OUTER_MIN_SIZE", 0)
+    if case == "one run kept":
+        monkeypatch.setattr(blocks, "_RUNS_KEPT", 1)
+    T, B, I, H = 10, 3, 6, 5
+    ids = np.random.default_rng(5).integers(0, I, (T, B))
+
+    def grads(fused):
+        monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
+        tg.manual_seed(5)
+        cells = [nn.RNNCell(I, H).double() for _ in range(2)]
+        h, outs, extra = None, [], []
+        for t in range(T):
+            cell = cells[t % 2] if case == "two cells take turns" else cells[0]
+            if case == "b_hh frozen for some steps":
+                cell.bias_hh.requires_grad_(not 3 <= t < 6)
+            h = cell(ids[t], h)
+            outs.append(h)
+            if case == "small row budget":
+                extra.append(((h * h) @ cell.weight_hh).sum())
+            if case == "truncated BPTT" and t == 4:  # the rest continues in the same block
+                (tg.stack(outs) ** 2).sum().backward()
+                h, outs = h.detach(), []
+        loss = (tg.stack(outs) ** 2).sum()
+        for e in extra:
+            loss = loss + e
+        if case == "anomaly mode":
+            with tg.detect_anomaly():
+                loss.backward()
+        else:
+            loss.backward()
+        return [None if p.grad is None else p.grad.data for c in cells for p in c.parameters()]
+
+    fused = grads(True)
+    for got, want in zip(fused, grads(False)):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
 def test_a_walk_leaves_no_gradient_twin_behind():

@@ -42,6 +42,10 @@ def is_grad_enabled() -> bool:
     return _mode.enabled
 
 
+def is_anomaly_enabled() -> bool:
+    return _mode.anomaly
+
+
 class set_grad_enabled:
     """Context manager (and decorator) that switches graph recording on or off."""
 
@@ -343,11 +347,54 @@ class OuterGrad:
         return K.matmul(_a_rows(run).T, _b_rows(run))
 
 
+class RowsGrad:
+    """What a run of consecutive recurrent steps sends one weight, as one gradient: rows
+    t0..t1 of a walk's gradient twin (the steps' dL/dpre, `blocks.grad_row`), summed over the
+    steps against what the weight met in forward. `how` says what that was:
+
+    OUTER    (W_hh) a.T @ states[t0 - 1:t1], each step's input state, rows of `states` (a block);
+    COLUMNS  (W_ih fed token ids) a's rows scattered into the columns `ids` picked, as ColumnGrad;
+    ROWSUM   (the biases; `shared` as in RowSumGrad) a.sum(0).
+
+    A recurrent step's backward (ops/rnn.py) makes one when the walk reaches the last step of a
+    run and extends it (t0 -= 1) at each step before, sending that step's weights no gradient
+    of their own: the walk then routes one gradient per weight and run where it routed one per
+    step (docs/speed.md). `open` stays True until the walk evaluates it; only then are its
+    rows final, so the op extends only open runs, and `weight` (the Tensor) keeps runs of two
+    weights apart."""
+
+    OUTER, COLUMNS, ROWSUM = 0, 1, 2
+    __slots__ = ("how", "weight", "twin", "t0", "t1", "states", "ids", "shape", "shared", "open", "a_at")
+
+    def __init__(self, how: int, weight, at: tuple, states=None, ids=None, shape=None, shared: bool = False):
+        self.how, self.weight, self.states, self.shape, self.shared = how, weight, states, shape, shared
+        self.twin, self.t1 = at
+        self.t0, self.a_at, self.open = self.t1, at, True
+        self.ids = None if ids is None else [ids]  # the newest step's first, as they arrive
+
+    @property
+    def a(self) -> np.ndarray:
+        return self.twin[self.t0:self.t1 + 1].reshape(-1, self.twin.shape[-1])
+
+    @staticmethod
+    def evaluate(run: list) -> np.ndarray:
+        (p,) = run  # never joined with another (_runs)
+        p.open = False
+        a = p.a
+        if p.how == RowsGrad.OUTER:
+            return K.matmul(a.T, p.states[p.t0 - 1:p.t1].reshape(-1, a.shape[1]))
+        if p.how == RowsGrad.COLUMNS:
+            buf = np.zeros(p.shape, a.dtype, order="F")  # as ColumnGrad's, for the same reason
+            K.scatter_add_rows_into(buf.T, np.concatenate(p.ids[::-1]), a)
+            return buf
+        return K.sum_rows(a)
+
+
 # Gradients the walk may sum over many uses at once: it defers those whose `a` is a gradient
 # row (`a_at`), and products big enough to pay for a copy of their factors (_OUTER_MIN_SIZE).
-_DEFERRED = (OuterGrad, RowSumGrad, ColumnGrad)
+_DEFERRED = (OuterGrad, RowSumGrad, ColumnGrad, RowsGrad)
 _OUTER_ROWS = 4096
-_LAZY = (SliceGrad, ColumnGrad, OuterGrad, RowSumGrad)  # every gradient kind that is not an array
+_LAZY = (SliceGrad, ColumnGrad, OuterGrad, RowSumGrad, RowsGrad)  # every gradient kind that is not an array
 # Below this many weight elements a product whose `a` is not a gradient row is evaluated at
 # once: stacking copies of them was 10% slower at H=64 while freed memory went back to the OS
 # (page faults on the stacked copies), and has been neutral since tinygrad_rnn/_malloc.py keeps
@@ -367,7 +414,7 @@ def _evaluate_deferred(waiting: list, summed: dict) -> np.ndarray:
     hold the very same objects: `summed` (one per walk) keeps the first such list's sum until
     the second list asks, which then gets a copy instead of a second pass over every step's rows."""
     first = waiting[0]
-    shared = type(first) is RowSumGrad and first.shared
+    shared = type(first) in (RowSumGrad, RowsGrad) and first.shared
     if shared:
         seen = summed.pop(id(first), None)
         if seen is not None and len(seen[0]) == len(waiting) and all(map(operator.is_, seen[0], waiting)):
@@ -379,6 +426,11 @@ def _evaluate_deferred(waiting: list, summed: dict) -> np.ndarray:
     if shared:
         summed[id(first)] = (waiting, total.copy())  # a copy: the walk may add into `total`
     return total
+
+
+def _rows(waiting: list) -> int:
+    """The rows the gradients waiting for one input hold (a run's grow after it is listed)."""
+    return sum([p.a.shape[0] for p in waiting])
 
 
 def _joins(prev, at) -> bool:
@@ -396,7 +448,7 @@ def _runs(waiting: list) -> list:
     runs, run = [], [waiting[0]]
     for p in waiting[1:]:
         q = run[-1]
-        if type(p) is not type(q) or not _joins(q.a_at, p.a_at) or (
+        if type(p) is not type(q) or type(p) is RowsGrad or not _joins(q.a_at, p.a_at) or (
                 type(p) is OuterGrad and not _joins(q.b_at, p.b_at)):
             runs.append(run)
             run = []
@@ -537,7 +589,7 @@ def _walk(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
                 if waiting is None:
                     waiting = deferred[k] = []
                 waiting.append(pg)
-                if len(waiting) * pg.a.shape[0] >= _OUTER_ROWS:
+                if (len(waiting) * pg.a.shape[0] if kind is not RowsGrad else _rows(waiting)) >= _OUTER_ROWS:
                     _add_dense(grads, owned, k, _evaluate_deferred(deferred.pop(k), summed), fresh=True)
             elif kind is OuterGrad or kind is RowSumGrad:
                 _add_dense(grads, owned, k, _evaluate_now(pg), fresh=True)

@@ -93,6 +93,7 @@ class walk:
 
     def __enter__(self):
         self.outer = _open.walk
+        self.runs = {}  # see runs()
         _open.walk = self
         return self
 
@@ -117,3 +118,25 @@ def grad_row(block: Block, t: int, like: np.ndarray) -> tuple:
         twin = np.empty(block.shape, block.dtype)
         block.twin = (w, weakref.ref(twin))
     return twin[t], (twin, t)
+
+
+_RUNS_KEPT = 4  # blocks whose runs a walk keeps at once: a few loops interleaved in one graph
+
+
+def runs(block: Block, twin: np.ndarray) -> list:
+    """[twin, then the open `autograd.RowsGrad` of each kind or None]: where a recurrent step's
+    backward finds the runs the step after it started over `block`'s gradient twin (ops/rnn.py).
+    Kept by the walk, not the block: they hold the twin, which must not outlive the walk. A
+    block's entry goes when its step 0 is done (`end_runs`), or when more than _RUNS_KEPT
+    blocks have one (their runs then just stop growing)."""
+    kept = _open.walk.runs
+    entry = kept.get(id(block))
+    if entry is None or entry[0] is not twin:
+        if len(kept) >= _RUNS_KEPT:
+            del kept[next(iter(kept))]
+        entry = kept[id(block)] = [twin, None, None, None]
+    return entry
+
+
+def end_runs(block: Block) -> None:
+    _open.walk.runs.pop(id(block), None)
