@@ -78,4 +78,4 @@ class Stack(Function):
 
     def backward(self, g):
         dim = self.saved
-        return tuple(np.moveaxis(g, dim, 0))
+        return tuple(g if dim == 0 else np.moveaxis(g, dim, 0))  # moveaxis: ~5 µs of Python
