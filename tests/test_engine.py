@@ -553,6 +553,13 @@ def test_anomaly_mode_sees_nan_in_a_deferred_weight_gradient():
         y.backward(np.array([[np.nan, 1.0]]))
 
 
+def test_is_anomaly_enabled_says_whether_detect_anomaly_is_on():
+    assert not tg.is_anomaly_enabled()
+    with tg.detect_anomaly():
+        assert tg.is_anomaly_enabled()
+    assert not tg.is_anomaly_enabled()
+
+
 # ----------------------------------------------------------------------------- in-place safety
 def _rnn_loss(cell, steps=3):
     h = None

@@ -28,6 +28,7 @@ from .autograd import (  # noqa: F401
     ShapeError,
     detect_anomaly,
     enable_grad,
+    is_anomaly_enabled,
     is_grad_enabled,
     no_grad,
     set_grad_enabled,

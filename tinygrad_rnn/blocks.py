@@ -19,7 +19,9 @@ Backward has the mirror image. Every weight gradient of a step is a sum over its
 keeps dpre in row t of its block's gradient twin (`grad_row`) and hands the engine those sums
 unevaluated; the engine then evaluates each over all steps' rows at once, as a view of the twin,
 as a hand-written BPTT does. A twin belongs to one backward walk (`walk`): two walks over one
-retained graph, or in two threads, never write into each other's rows.
+retained graph, or in two threads, never write into each other's rows. The sums a run of steps
+hands the engine are one per weight (`runs`, `autograd.RowsGrad`), which each step before the
+run's last one extends by its row.
 """
 from __future__ import annotations
 
