@@ -138,7 +138,7 @@ def _run_grads(parents, block, t, at, d_pre, x, h, w_ih, needs) -> tuple:
         else:
             d_w_hh = OuterGrad(d_pre, h, None, at)
     if need_w_ih:
-        if x.dtype.kind not in "iu":
+        if not is_token_ids(x):
             d_w_ih = OuterGrad(d_pre, x, None, at)
         elif _extends(entry[2], t, parents[2]):
             entry[2].t0 = t
