@@ -654,7 +654,8 @@ def _add_dense(grads: dict, owned: set, k: int, pg: np.ndarray, fresh: bool = Fa
     elif k in owned:
         prev += pg
     else:
-        grads[k] = np.asarray(prev + pg)  # 0-d sums come back as numpy scalars
+        total = prev + pg
+        grads[k] = total if type(total) is np.ndarray else np.asarray(total)  # 0-d sums come back as numpy scalars
         owned.add(k)
 
 
