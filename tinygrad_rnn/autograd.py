@@ -298,9 +298,14 @@ class ColumnGrad:
 
     @staticmethod
     def evaluate(run: list) -> np.ndarray:
-        buf = run[0].zeros()
-        K.scatter_add_rows_into(buf.T, np.concatenate([p.ids for p in reversed(run)]), _a_rows(run))
-        return buf
+        return _columns(run[0].shape, np.concatenate([p.ids for p in reversed(run)]), _a_rows(run))
+
+
+def _columns(shape: tuple, ids: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """a.T @ one_hot(ids) as a new Fortran-ordered array of `shape` (see ColumnGrad)."""
+    buf = np.zeros(shape, a.dtype, order="F")
+    K.scatter_add_rows_into(buf.T, ids, a)
+    return buf
 
 
 _SCATTERED = (SliceGrad, ColumnGrad)  # gradients the walk adds into a buffer it owns
@@ -360,8 +365,10 @@ class RowsGrad:
     run and extends it (t0 -= 1) at each step before, sending that step's weights no gradient
     of their own: the walk then routes one gradient per weight and run where it routed one per
     step (docs/speed.md). `open` stays True until the walk evaluates it; only then are its
-    rows final, so the op extends only open runs, and `weight` (the Tensor) keeps runs of two
-    weights apart."""
+    rows final, so the op extends only open runs. `weight` keeps runs of two weights apart: the
+    pair of Tensors the run belongs to, (W, None) for a weight, (b_ih, b_hh) for the biases with
+    None for one a step does not need. `a_at` is (twin, t1), so the walk defers it as the other
+    kinds whose rows are a twin's."""
 
     OUTER, COLUMNS, ROWSUM = 0, 1, 2
     __slots__ = ("how", "weight", "twin", "t0", "t1", "states", "ids", "shape", "shared", "open", "a_at")
@@ -384,9 +391,7 @@ class RowsGrad:
         if p.how == RowsGrad.OUTER:
             return K.matmul(a.T, p.states[p.t0 - 1:p.t1].reshape(-1, a.shape[1]))
         if p.how == RowsGrad.COLUMNS:
-            buf = np.zeros(p.shape, a.dtype, order="F")  # as ColumnGrad's, for the same reason
-            K.scatter_add_rows_into(buf.T, np.concatenate(p.ids[::-1]), a)
-            return buf
+            return _columns(p.shape, np.concatenate(p.ids[::-1]), a)
         return K.sum_rows(a)
 
 

@@ -115,9 +115,10 @@ class RNNCellStep(Function):
                 d_b if need_b_hh else None)
 
 
-def _extends(run, t: int, weight) -> bool:
-    """True when `run` (or None) is the open run of `weight` that step t + 1 began or extended."""
-    return run is not None and run.open and run.t0 == t + 1 and run.weight is weight
+def _extends(run, t: int, w0, w1=None) -> bool:
+    """True when `run` (or None) is the open run of the weights (w0, w1) (see RowsGrad.weight)
+    that step t + 1 began or extended."""
+    return run is not None and run.open and run.t0 == t + 1 and run.weight[0] is w0 and run.weight[1] is w1
 
 
 def _run_grads(parents, block, t, at, d_pre, x, h, w_ih, needs) -> tuple:
@@ -134,7 +135,7 @@ def _run_grads(parents, block, t, at, d_pre, x, h, w_ih, needs) -> tuple:
             if _extends(entry[1], t, parents[3]):
                 entry[1].t0 = t
             else:
-                d_w_hh = entry[1] = RowsGrad(RowsGrad.OUTER, parents[3], at, states=block.rows())
+                d_w_hh = entry[1] = RowsGrad(RowsGrad.OUTER, (parents[3], None), at, states=block.rows())
         else:
             d_w_hh = OuterGrad(d_pre, h, None, at)
     if need_w_ih:
@@ -144,15 +145,14 @@ def _run_grads(parents, block, t, at, d_pre, x, h, w_ih, needs) -> tuple:
             entry[2].t0 = t
             entry[2].ids.append(x)
         else:
-            d_w_ih = entry[2] = RowsGrad(RowsGrad.COLUMNS, parents[2], at, ids=x, shape=w_ih.shape)
+            d_w_ih = entry[2] = RowsGrad(RowsGrad.COLUMNS, (parents[2], None), at, ids=x, shape=w_ih.shape)
     if need_b_ih or need_b_hh:
-        # one run for both biases; its `weight` is the pair, so a step needing only one starts anew
-        pair = (parents[4] if need_b_ih else None, parents[5] if need_b_hh else None)
-        run = entry[3]
-        if run is not None and run.open and run.t0 == t + 1 and run.weight[0] is pair[0] and run.weight[1] is pair[1]:
-            run.t0 = t
+        # one run for both biases, of the pair the step needs: a step needing only one starts anew
+        b_ih, b_hh = parents[4] if need_b_ih else None, parents[5] if need_b_hh else None
+        if _extends(entry[3], t, b_ih, b_hh):
+            entry[3].t0 = t
         else:
-            d_b = entry[3] = RowsGrad(RowsGrad.ROWSUM, pair, at, shared=need_b_ih and need_b_hh)
+            d_b = entry[3] = RowsGrad(RowsGrad.ROWSUM, (b_ih, b_hh), at, shared=need_b_ih and need_b_hh)
     if t == 0:
         blocks.end_runs(block)  # no step before it in this block
     return d_w_ih, d_w_hh, d_b if need_b_ih else None, d_b if need_b_hh else None
