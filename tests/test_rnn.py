@@ -478,6 +478,59 @@ def test_the_token_id_short_path_gives_what_the_checked_path_gives():
     np.testing.assert_array_equal(unbatched.data, cell(np.array([2]), h[1:2]).data[0])
 
 
+@pytest.mark.parametrize("case", ["all", "frozen weights", "state without grad", "nothing", "no_grad",
+                                  "bad weight", "anomaly"])
+def test_the_short_path_records_the_node_apply_records(case):
+    """RNNCellStep.apply_to_tensors (what a cell calls with token ids and a Tensor state) makes
+    the node, output, flags and errors that the generic apply makes from the same inputs."""
+    from tinygrad_rnn.ops.rnn import RNNCellStep
+    rng = np.random.default_rng(5)
+    cell = nn.RNNCell(4, 5).double()
+    ids = np.array([3, 0, 2])
+    h = Tensor(rng.standard_normal((3, 5)), requires_grad=case != "state without grad")
+    for p in cell.parameters():
+        p.requires_grad = case not in ("frozen weights", "nothing")
+    if case == "nothing":
+        h.requires_grad = False
+    if case == "bad weight":
+        cell.weight_hh = nn.Parameter(np.zeros((5, 4)))
+    if case == "anomaly":
+        cell.weight_hh.data = np.full((5, 5), np.nan)
+    for k, t in enumerate([h] + list(cell.parameters())):
+        for _ in range(k + 1):
+            t.data = t.data  # each input at a version of its own, so a mix-up would show
+    args = (ids, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, "tanh")
+    outs, errors = [], []
+    for run in (RNNCellStep.apply, RNNCellStep.apply_to_tensors):
+        try:
+            if case == "no_grad":
+                with tg.no_grad():
+                    outs.append(run(*args))
+            elif case == "anomaly":
+                with tg.detect_anomaly():
+                    outs.append(run(*args))
+            else:
+                outs.append(run(*args))
+        except Exception as e:  # noqa: BLE001 - both paths must raise the same
+            errors.append((type(e), str(e)))
+    if case in ("bad weight", "anomaly"):
+        assert len(errors) == 2 and errors[0] == errors[1]
+        assert "RNNCellStep" in errors[0][1]
+        return
+    generic, short = outs
+    np.testing.assert_array_equal(short.data, generic.data)
+    assert short.requires_grad is generic.requires_grad
+    assert (short._ctx is None) is (generic._ctx is None)
+    if generic._ctx is not None:
+        a, b = generic._ctx, short._ctx
+        assert type(b) is RNNCellStep and b.needs_input_grad == a.needs_input_grad
+        assert b.versions == a.versions and b.writes == a.writes
+        assert all(p is q for p, q in zip(a.parents, b.parents)) and len(a.parents) == len(b.parents)
+        assert b.seq > a.seq and b.created_at is None
+    else:
+        assert case in ("nothing", "no_grad")
+
+
 def test_sigmoid_rnn_is_the_lecture_notes_formula():
     cell = nn.RNNCell(3, 4, nonlinearity="sigmoid").double()
     rng = np.random.default_rng(0)

@@ -151,8 +151,6 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs) -> Tensor:
-        fn = object.__new__(cls)
-        fn.saved = ()
         # one pass over the inputs: their arrays, which of them want a gradient, their versions
         arrays, needs, versions, wants_grad = [], [], [], False
         for a in args:
@@ -165,27 +163,37 @@ class Function:
                 arrays.append(a)
                 needs.append(False)
                 versions.append(None)
+        fn = object.__new__(cls)
+        out = fn._run_forward(args, arrays, kwargs)
+        if wants_grad and _mode.enabled:
+            return fn._record(out, args, tuple(needs), tuple(versions))
+        return Tensor._make(out, False, None)
+
+    def _run_forward(self, args: tuple, arrays, kwargs: dict) -> np.ndarray:
+        """forward(*arrays, **kwargs) as an array; errors name the op and its inputs `args`."""
+        self.saved = ()
         try:
-            out = fn.forward(*arrays, **kwargs)
+            out = self.forward(*arrays, **kwargs)
         except ShapeError:
             raise
         except (ValueError, TypeError, IndexError) as e:
-            raise ShapeError(f"{cls.name()}: {e} (inputs: {describe(args)})") from e
+            raise ShapeError(f"{self.name()}: {e} (inputs: {describe(args)})") from e
         if type(out) is not np.ndarray:
             out = np.asarray(out)
-        anomaly = _mode.anomaly
-        if anomaly and not _all_finite(out):
-            raise AnomalyError(f"{cls.name()} produced NaN/Inf in forward at {_user_frame()} "
+        if _mode.anomaly and not _all_finite(out):
+            raise AnomalyError(f"{self.name()} produced NaN/Inf in forward at {_user_frame()} "
                                f"(inputs: {describe(args)})")
-        if wants_grad and _mode.enabled:
-            fn.parents = args
-            fn.needs_input_grad = tuple(needs)
-            fn.versions = tuple(versions)  # what each input's data was, checked again at backward
-            fn.writes = _WRITES[0]
-            fn.created_at = _user_frame() if anomaly else None
-            fn.seq = next(_creation_order)
-            return Tensor._make(out, True, fn)
-        return Tensor._make(out, False, None)
+        return out
+
+    def _record(self, out: np.ndarray, args: tuple, needs: tuple, versions: tuple) -> Tensor:
+        """`out` as the Tensor this node made: the graph's edge back to `args`."""
+        self.parents = args
+        self.needs_input_grad = needs
+        self.versions = versions  # what each input's data was, checked again at backward
+        self.writes = _WRITES[0]
+        self.created_at = _user_frame() if _mode.anomaly else None
+        self.seq = next(_creation_order)
+        return Tensor._make(out, True, self)
 
 
 # Numbers recorded nodes in the order they were made. The walk visits the newest node with a
