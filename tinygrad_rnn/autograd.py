@@ -407,7 +407,7 @@ class RowsGrad:
 # row (`a_at`), and products big enough to pay for a copy of their factors (_OUTER_MIN_SIZE).
 _DEFERRED = (OuterGrad, RowSumGrad, ColumnGrad, RowsGrad)
 _OUTER_ROWS = 4096
-_LAZY = (SliceGrad, ColumnGrad, OuterGrad, RowSumGrad, RowsGrad)  # every gradient kind that is not an array
+_LAZY = _SCATTERED + tuple(k for k in _DEFERRED if k not in _SCATTERED)  # every gradient kind that is not an array
 # Below this many weight elements a product whose `a` is not a gradient row is evaluated at
 # once: stacking copies of them was 10% slower at H=64 while freed memory went back to the OS
 # (page faults on the stacked copies), and has been neutral since tinygrad_rnn/_malloc.py keeps

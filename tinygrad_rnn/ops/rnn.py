@@ -120,7 +120,7 @@ class RNNCellStep(Function):
         getattr(K, grad_kernel)(g, out, d_pre)
         d_h = K.matmul(d_pre, w_hh) if need_h else None
         if at is not None and not is_anomaly_enabled():  # anomaly mode checks each step's own
-            d_x = K.matmul(d_pre, w_ih) if need_x and not is_token_ids(x) else None
+            d_x = _input_grads(d_pre, x, w_ih, True, False)[0] if need_x else None
             return (d_x, d_h) + _run_grads(self.parents, block, t, at, d_pre, x, h, w_ih, (
                 need_w_ih, need_w_hh, need_b_ih, need_b_hh))
         d_b = RowSumGrad(d_pre, at, need_b_ih and need_b_hh) if need_b_ih or need_b_hh else None
@@ -158,7 +158,7 @@ def _run_grads(parents, block, t, at, d_pre, x, h, w_ih, needs) -> tuple:
             d_w_hh = OuterGrad(d_pre, h, None, at)
     if need_w_ih:
         if not is_token_ids(x):
-            d_w_ih = OuterGrad(d_pre, x, None, at)
+            d_w_ih = _input_grads(d_pre, x, w_ih, False, True, at)[1]
         elif _extends(entry[2], t, parents[2]):
             entry[2].t0 = t
             entry[2].ids.append(x)
