@@ -250,6 +250,21 @@ def rnn_preact_scale(args):
     s = (w_ih.T[x] if x.dtype.kind in "iu" else x @ w_ih.T) + h @ w_hh.T
     return s if b_ih is None else s + b_ih + b_hh
 
+@st.composite
+def activation_backward_matmul_args(draw, dtype):
+    kind = draw(st.sampled_from(["tanh_backward", "sigmoid_backward", "relu_backward"]))
+    b, h, n = draw(dims), draw(dims), draw(dims)
+    lo, hi = {"tanh_backward": (-1, 1), "sigmoid_backward": (0, 1), "relu_backward": (-1, 3)}[kind]
+    y = draw(laid_out(draw(matrix(dtype, shape=(b, h), elements=floats(dtype, lo, hi)))))
+    g = draw(laid_out(draw(matrix(dtype, shape=(b, h))), allow_broadcast=True))
+    return kind, g, y, draw(matrix(dtype, shape=(h, n)))
+
+
+def activation_backward_matmul_scale(args):
+    g, w = np.abs(args[1]), np.abs(args[3])
+    return g, g @ w  # |d_pre| <= |g| for all three activations
+
+
 # --- optimizer steps: (arrays updated in place..., hyperparameters)
 @st.composite
 def optim_args(draw, dtype, kind):
@@ -316,6 +331,7 @@ CASES = {
     "scatter_add_rows": Case(scatter_args, lambda a: ref("scatter_add_rows")(np.abs(a[0]), a[1], a[2])),
     "matmul": Case(lambda dt: matmul_args(dt, "nn"), matmul_scale("nn")),
     "rnn_preact": Case(rnn_preact_args, rnn_preact_scale),
+    "activation_backward_matmul": Case(activation_backward_matmul_args, activation_backward_matmul_scale),
     "pick_columns": Case(pick_columns_args),
     "scatter_add_rows_into": Case(scatter_into_args, mutates=(0,)),
     "add_row_into": Case(add_row_args, mutates=(0,)),
@@ -659,6 +675,139 @@ def test_rnn_preact_is_the_reference_bit_for_bit(batch, inp, hidden, bias, dtype
     fast = pair("rnn_preact")[0](*args)
     np.testing.assert_array_equal(fast, ref("rnn_preact")(*args))
     assert fast.flags.c_contiguous and fast.dtype == dtype
+
+# ============================================================================ numpy's BLAS inside kernels
+from numba import njit  # noqa: E402
+
+from tinygrad_rnn.kernels import blas, elementwise, matmul as mm  # noqa: E402
+
+needs_gemm = pytest.mark.skipif(not blas.HAVE_GEMM, reason="numpy's BLAS is not callable from numba here")
+
+
+@njit(cache=False)
+def _gemm_as(form, a, b, c):
+    """c = a @ b ("nn"), a @ b.T ("nt") or a.T @ b ("tn") through blas.gemm, as numpy calls it."""
+    if form == 0:
+        m, k, n = a.shape[0], a.shape[1], b.shape[1]
+        blas.gemm(blas.NO_TRANS, blas.NO_TRANS, m, n, k, a, k, b, n, c, n)
+    elif form == 1:
+        m, k, n = a.shape[0], a.shape[1], b.shape[0]
+        blas.gemm(blas.NO_TRANS, blas.TRANS, m, n, k, a, k, b, k, c, n)
+    else:
+        k, m, n = a.shape[0], a.shape[1], b.shape[1]
+        blas.gemm(blas.TRANS, blas.NO_TRANS, m, n, k, a, m, b, n, c, n)
+
+
+def test_gemm_is_found_where_numpy_ships_its_ilp64_openblas():
+    info = np.__config__.CONFIG["Build Dependencies"]["blas"]
+    if info.get("name") != "scipy-openblas" or "USE64BITINT" not in info.get("openblas configuration", ""):
+        pytest.skip(f"numpy's BLAS here is {info.get('name')}, not the ILP64 scipy-openblas of numpy's wheels")
+    assert blas.HAVE_GEMM
+
+
+@needs_gemm
+@DTYPES
+@settings(deadline=None, max_examples=60)
+@given(data=st.data())
+def test_gemm_inside_numba_is_np_matmul_bit_for_bit(dtype, data):
+    n, k, m = (data.draw(st.integers(2, 70), label=s) for s in "nkm")
+    form = data.draw(st.sampled_from(["nn", "nt", "tn"]), label="form")
+    shapes = {"nn": ((n, k), (k, m)), "nt": ((n, k), (m, k)), "tn": ((k, n), (k, m))}[form]
+    a, b = (data.draw(matrix(dtype, shape=s)) for s in shapes)
+    expect = {"nn": lambda: np.matmul(a, b), "nt": lambda: np.matmul(a, b.T), "tn": lambda: np.matmul(a.T, b)}[form]()
+    got = np.empty((n, m), dtype)
+    _gemm_as(["nn", "nt", "tn"].index(form), a, b, got)
+    np.testing.assert_array_equal(got, expect)
+
+
+@DTYPES
+@pytest.mark.parametrize("kind", ["tanh_backward", "sigmoid_backward", "relu_backward"])
+@pytest.mark.parametrize("batch, hidden", [(1, 64), (2, 2), (32, 64), (32, 100), (65, 256), (8, 1)])
+def test_activation_backward_matmul_is_its_two_kernels_bit_for_bit(kind, batch, hidden, dtype):
+    # the fused Elman step's backward must give the op-by-op graph's exact numbers: its d_pre is
+    # the activation kernel's and its state gradient np.matmul's, on the gemm path and off it
+    rng = np.random.default_rng(8)
+    g = rng.standard_normal((batch, hidden)).astype(dtype)
+    y = np.tanh(rng.standard_normal((batch, hidden))).astype(dtype)
+    w = rng.standard_normal((hidden, hidden)).astype(dtype)
+    d_pre, d_h = pair("activation_backward_matmul")[0](kind, g, y, w)
+    expect = getattr(elementwise, kind)(g, y)
+    np.testing.assert_array_equal(d_pre, expect)
+    np.testing.assert_array_equal(d_h, np.matmul(expect, w))
+    assert d_h.flags.c_contiguous and d_h.dtype == dtype
+
+
+@DTYPES
+def test_activation_backward_matmul_writes_d_pre_into_a_given_row(dtype):
+    rng = np.random.default_rng(9)
+    g, y = rng.standard_normal((2, 32, 64)).astype(dtype)
+    y = np.tanh(y)
+    w = rng.standard_normal((64, 64)).astype(dtype)
+    for kernel in pair("activation_backward_matmul"):
+        block = np.full((3, 32, 64), 7, dtype)
+        row = block[1]
+        d_pre, d_h = kernel("tanh_backward", g, y, w, out=row)
+        assert d_pre is row
+        np.testing.assert_array_equal(block[1], elementwise.tanh_backward(g, y))
+        np.testing.assert_array_equal(d_h, np.matmul(block[1], w))
+        assert np.all(block[0] == 7) and np.all(block[2] == 7)
+
+
+def _misfits(dtype):
+    """Operands numpy would not hand to gemm as they are: the kernels must notice, before they
+    write anything, and their callers take the np.matmul path."""
+    rng = np.random.default_rng(10)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    w = r(32, 32)
+    return {"Fortran-ordered weight": (r(16, 32), np.asfortranarray(w)),
+            "strided state": (r(32, 32)[::2], w),
+            "the weight as the state (numpy calls syrk)": (w, w)}
+
+
+@needs_gemm
+@DTYPES
+@pytest.mark.parametrize("case", ["Fortran-ordered weight", "strided state", "the weight as the state (numpy calls syrk)"])
+def test_gemm_kernels_leave_misfits_to_np_matmul(case, dtype):
+    h, w = _misfits(dtype)[case]
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 5, h.shape[0])
+    w_ih, b = rng.standard_normal((2, w.shape[0], 5)).astype(dtype), rng.standard_normal((2, w.shape[0])).astype(dtype)
+    out = np.empty((h.shape[0], w.shape[0]), dtype)
+    assert mm._gemm_add_picked_columns(out, h, w, False, w_ih[0], ids, b[0], b[1]) == mm._MISFIT
+    np.testing.assert_array_equal(pair("rnn_preact")[0](ids, h, w_ih[0], w, b[0], b[1]),
+                                  ref("rnn_preact")(ids, h, w_ih[0], w, b[0], b[1]))
+    g, y = rng.standard_normal((2,) + h.shape).astype(dtype)
+    d_pre = np.full(h.shape, 7, dtype)
+    assert not mm._activation_backward_gemm(0, g.reshape(-1), y.reshape(-1), d_pre.reshape(-1), d_pre[:, ::2], w,
+                                            np.empty((h.shape[0], w.shape[1]), dtype))
+    assert np.all(d_pre == 7)
+    d_pre, d_h = pair("activation_backward_matmul")[0]("tanh_backward", g, y, w)
+    np.testing.assert_array_equal(d_h, np.matmul(elementwise.tanh_backward(g, y), w))
+
+
+@DTYPES
+def test_without_gemm_the_kernels_give_the_same_bits(dtype, monkeypatch):
+    # numpy built against another BLAS (or TINYGRAD_RNN_GEMM_IN_KERNELS=0): np.matmul's path
+    rng = np.random.default_rng(12)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    ids = rng.integers(0, 65, 32)
+    args = (ids, r(32, 64), r(64, 65), r(64, 64), r(64), r(64))
+    g, y = r(32, 64), np.tanh(r(32, 64))
+    with_gemm = (pair("rnn_preact")[0](*args), *pair("activation_backward_matmul")[0]("tanh_backward", g, y, args[3]))
+    monkeypatch.setattr(blas, "HAVE_GEMM", False)
+    without = (pair("rnn_preact")[0](*args), *pair("activation_backward_matmul")[0]("tanh_backward", g, y, args[3]))
+    for a, b in zip(with_gemm, without):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_environment_variable_turns_gemm_in_kernels_off():
+    import subprocess
+    import sys
+    code = "from tinygrad_rnn.kernels import blas; print(blas.HAVE_GEMM)"
+    env = {**__import__("os").environ, "TINYGRAD_RNN_GEMM_IN_KERNELS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
 
 # ============================================================================ bookkeeping
 def test_every_kernel_pair_has_a_row_in_the_table():

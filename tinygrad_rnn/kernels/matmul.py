@@ -39,6 +39,7 @@ run (A^T @ dC is the unsteady one, 27-115, where the loop kernel sometimes wins)
 import numpy as np
 from numba import njit, prange
 
+from . import blas, elementwise
 from .elementwise import _into
 
 
@@ -242,12 +243,88 @@ def _add_picked_columns(out, hh, w, ids, b_ih, b_hh):
 def _preact_from_ids(ids, h, w_ih, w_hh, b_ih, b_hh, out=None):
     """rnn_preact with the input product replaced by the column gather: h's product (transposed
     where that pays, as above), then one numba pass adds the picked columns and the biases and
-    writes row order."""
-    hh = np.matmul(w_hh, h.T).T if _preact_swaps(h, w_hh) else np.matmul(h, w_hh.T)
+    writes row order. Both in one kernel call where numpy's BLAS can be called from numba
+    (kernels/blas.py); else the product is np.matmul's."""
+    swap = _preact_swaps(h, w_hh)
     if out is None:
-        out = np.empty(hh.shape, hh.dtype)
+        out = np.empty((h.shape[0], w_hh.shape[0]), h.dtype)
+    if blas.HAVE_GEMM and h.dtype in blas.GEMM_DTYPES and w_hh.dtype is h.dtype:
+        if b_ih is None:
+            b_ih = b_hh = np.empty(0, w_ih.dtype)
+        bad = _gemm_add_picked_columns(out, h, w_hh, swap, w_ih, ids, b_ih, b_hh)
+        if bad >= 0:
+            raise _id_error(ids, w_ih.shape[1])
+        if bad == -1:
+            return out
+    hh = np.matmul(w_hh, h.T).T if swap else np.matmul(h, w_hh.T)
     _pick_columns_into(out, hh, w_ih, ids, b_ih, b_hh)
     return out
+
+
+_MISFIT = -2  # a kernel's answer when an operand is not one numpy would hand to gemm as is
+
+
+@njit(cache=True)
+def _gemm_add_picked_columns(out, h, w_hh, swap, w_ih, ids, b_ih, b_hh):
+    """_add_picked_columns(out, h @ w_hh.T, ...) with the product as np.matmul computes it:
+    np.matmul(w_hh, h.T).T when `swap`, else np.matmul(h, w_hh.T). _MISFIT, before doing
+    anything, when numpy would not call gemm with these operands as they are (or would call
+    syrk: the same array on both sides)."""
+    batch, k = h.shape
+    n = w_hh.shape[0]
+    if not (blas.blasable(h) and blas.blasable(w_hh) and out.flags.c_contiguous and w_hh.shape[1] == k
+            and out.shape == (batch, n) and ids.shape[0] == batch) or h.ctypes.data == w_hh.ctypes.data:
+        return _MISFIT
+    if swap:
+        hh_t = np.empty((n, batch), h.dtype)
+        blas.gemm(blas.NO_TRANS, blas.TRANS, n, batch, k, w_hh, k, h, k, hh_t, batch)
+        return _add_picked_columns(out, hh_t.T, w_ih, ids, b_ih, b_hh)
+    hh = np.empty((batch, n), h.dtype)
+    blas.gemm(blas.NO_TRANS, blas.TRANS, batch, n, k, h, k, w_hh, k, hh, n)
+    return _add_picked_columns(out, hh, w_ih, ids, b_ih, b_hh)
+
+
+# --- an Elman step's backward through its activation and its recurrent product:
+#     d_pre = (the activation's derivative at y) * g, then d_h = d_pre @ w_hh, the state's gradient
+def activation_backward_matmul_ref(kind, g, y, w, out=None):
+    d_pre = getattr(elementwise, kind + "_ref")(g, y, out)
+    return d_pre, matmul_ref(d_pre, w)
+
+
+def activation_backward_matmul(kind, g, y, w, out=None):
+    """(d_pre, d_h); kind names the kernel giving d_pre: 'tanh_backward', 'sigmoid_backward' or
+    'relu_backward'; `out`: a C-contiguous array to write d_pre into. One kernel call where
+    numpy's BLAS can be called from numba (kernels/blas.py)."""
+    d_pre = np.empty(y.shape, y.dtype) if out is None else out
+    if blas.HAVE_GEMM and d_pre.dtype in blas.GEMM_DTYPES and w.dtype is d_pre.dtype and d_pre.ndim == 2:
+        d_h = np.empty((d_pre.shape[0], w.shape[1]), d_pre.dtype)
+        if _activation_backward_gemm(_ACTIVATION_CODES[kind], g.reshape(-1), y.reshape(-1), d_pre.reshape(-1),
+                                     d_pre, w, d_h):
+            return d_pre, d_h
+    getattr(elementwise, kind)(g, y, d_pre)
+    return d_pre, matmul(d_pre, w)
+
+
+_ACTIVATION_CODES = {"tanh_backward": 0, "sigmoid_backward": 1, "relu_backward": 2}
+
+
+@njit(cache=True)
+def _activation_backward_gemm(code, g, y, d_pre_flat, d_pre, w, d_h):
+    """The activation's backward kernel (by code, on flat views), then d_h = np.matmul(d_pre, w)
+    as numpy computes it. False, before doing anything, when numpy would not call gemm with these
+    operands as they are."""
+    if not (blas.blasable(d_pre) and blas.blasable(w) and d_h.flags.c_contiguous and d_pre.shape[1] == w.shape[0]):
+        return False
+    if code == 0:
+        elementwise._tanh_backward(g, y, d_pre_flat)
+    elif code == 1:
+        elementwise._sigmoid_backward(g, y, d_pre_flat)
+    else:
+        elementwise._relu_backward(g, y, d_pre_flat)
+    batch, k = d_pre.shape
+    n = w.shape[1]
+    blas.gemm(blas.NO_TRANS, blas.NO_TRANS, batch, n, k, d_pre, k, w, n, d_h, n)
+    return True
 
 
 def scatter_add_rows_into_ref(out, idx, g):

@@ -117,8 +117,11 @@ class RNNCellStep(Function):
         # every weight gradient is a sum over d_pre's rows: kept in a gradient row, the engine
         # sums each over all steps at once (tinygrad_rnn/blocks.py)
         d_pre, at = blocks.grad_row(block, t, out)
-        getattr(K, grad_kernel)(g, out, d_pre)
-        d_h = K.matmul(d_pre, w_hh) if need_h else None
+        if need_h:
+            d_h = K.activation_backward_matmul(grad_kernel, g, out, w_hh, d_pre)[1]
+        else:
+            getattr(K, grad_kernel)(g, out, d_pre)
+            d_h = None
         if at is not None and not is_anomaly_enabled():  # anomaly mode checks each step's own
             d_x = _input_grads(d_pre, x, w_ih, True, False)[0] if need_x else None
             return (d_x, d_h) + _run_grads(self.parents, block, t, at, d_pre, x, h, w_ih, (
