@@ -349,6 +349,18 @@ def test_numba_update_kernels_equal_their_numpy_references(name, size, f64_, see
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_sgd_takes_the_general_kernels_numbers_bit_for_bit(dtype):
+    # momentum 0 and no weight decay go to a kernel of three arguments (cheaper to enter)
+    rng = np.random.default_rng(0)
+    p, g = rng.standard_normal((2, 65, 64)).astype(dtype)
+    fast, general = p.copy(), p.copy()
+    kernels.sgd_step(fast, g, np.empty(0, dtype), 0.1, 0.0, 0.3, 0.0, False, False)
+    kernels._sgd_step(general.reshape(-1), g.reshape(-1), np.empty(0, dtype), 0.1, 0.0, 0.3, 0.0, False, False)
+    np.testing.assert_array_equal(fast, general)
+    assert not np.array_equal(fast, p)
+
+
 def test_kernels_update_in_place_and_refuse_strided_parameters():
     p, g, buf = np.ones((3, 4)), np.ones((4, 3)).T, np.zeros((3, 4))  # a transposed grad is fine
     kernels.sgd_step(p, g, buf, 0.5, 0.9, 0.0, 0.0, False, True)

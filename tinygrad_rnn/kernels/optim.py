@@ -47,7 +47,18 @@ def _sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)
         p[i] -= lr * d
 
 
+@njit(cache=True)
+def _plain_sgd_step(p, g, lr):
+    for i in range(p.size):
+        p[i] -= lr * g[i]
+
+
 def sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+    if momentum == 0 and weight_decay == 0:
+        # _sgd_step's arithmetic for these options, in a kernel of three arguments: numba's call
+        # checks each argument's type, 1.1 -> 0.6 µs a call (a char-RNN updates six parameters)
+        _plain_sgd_step(_inplace(p), _read(g), float(lr))
+        return
     _sgd_step(_inplace(p), _read(g), _inplace(buf), float(lr), float(momentum), float(dampening),
               float(weight_decay), bool(nesterov), bool(first))
 
