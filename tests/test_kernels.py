@@ -778,8 +778,8 @@ def test_gemm_kernels_leave_misfits_to_np_matmul(case, dtype):
                                   ref("rnn_preact")(ids, h, w_ih[0], w, b[0], b[1]))
     g, y = rng.standard_normal((2,) + h.shape).astype(dtype)
     d_pre = np.full(h.shape, 7, dtype)
-    assert not mm._activation_backward_gemm(0, g.reshape(-1), y.reshape(-1), d_pre.reshape(-1), d_pre[:, ::2], w,
-                                            np.empty((h.shape[0], w.shape[1]), dtype))
+    assert mm._activation_backward_gemm(0, g, y, d_pre, np.asfortranarray(w)).shape[0] == 0
+    assert mm._activation_backward_gemm(0, g[:, ::2], y[:, ::2], d_pre[:, ::2], w[::2]).shape[0] == 0
     assert np.all(d_pre == 7)
     d_pre, d_h = pair("activation_backward_matmul")[0]("tanh_backward", g, y, w)
     np.testing.assert_array_equal(d_h, np.matmul(elementwise.tanh_backward(g, y), w))

@@ -297,9 +297,8 @@ def activation_backward_matmul(kind, g, y, w, out=None):
     numpy's BLAS can be called from numba (kernels/blas.py)."""
     d_pre = np.empty(y.shape, y.dtype) if out is None else out
     if blas.HAVE_GEMM and d_pre.dtype in blas.GEMM_DTYPES and w.dtype is d_pre.dtype and d_pre.ndim == 2:
-        d_h = np.empty((d_pre.shape[0], w.shape[1]), d_pre.dtype)
-        if _activation_backward_gemm(_ACTIVATION_CODES[kind], g.reshape(-1), y.reshape(-1), d_pre.reshape(-1),
-                                     d_pre, w, d_h):
+        d_h = _activation_backward_gemm(_ACTIVATION_CODES[kind], g, y, d_pre, w)
+        if d_h.shape[0]:
             return d_pre, d_h
     getattr(elementwise, kind)(g, y, d_pre)
     return d_pre, matmul(d_pre, w)
@@ -309,22 +308,25 @@ _ACTIVATION_CODES = {"tanh_backward": 0, "sigmoid_backward": 1, "relu_backward":
 
 
 @njit(cache=True)
-def _activation_backward_gemm(code, g, y, d_pre_flat, d_pre, w, d_h):
-    """The activation's backward kernel (by code, on flat views), then d_h = np.matmul(d_pre, w)
-    as numpy computes it. False, before doing anything, when numpy would not call gemm with these
-    operands as they are."""
-    if not (blas.blasable(d_pre) and blas.blasable(w) and d_h.flags.c_contiguous and d_pre.shape[1] == w.shape[0]):
-        return False
-    if code == 0:
-        elementwise._tanh_backward(g, y, d_pre_flat)
-    elif code == 1:
-        elementwise._sigmoid_backward(g, y, d_pre_flat)
-    else:
-        elementwise._relu_backward(g, y, d_pre_flat)
+def _activation_backward_gemm(code, g, y, d_pre, w):
+    """The activation's backward kernel (by code) into d_pre, then np.matmul(d_pre, w) as numpy
+    computes it. When numpy would not call gemm with these operands as they are: no rows,
+    before anything is written."""
     batch, k = d_pre.shape
     n = w.shape[1]
+    if not (blas.blasable(d_pre) and blas.blasable(w) and w.shape[0] == k and g.shape == d_pre.shape
+            and y.shape == d_pre.shape):
+        return np.empty((0, n), d_pre.dtype)
+    # ravel: views of C-contiguous arrays (d_pre is one), a copy of another layout (g, y may be)
+    if code == 0:
+        elementwise._tanh_backward(g.ravel(), y.ravel(), d_pre.ravel())
+    elif code == 1:
+        elementwise._sigmoid_backward(g.ravel(), y.ravel(), d_pre.ravel())
+    else:
+        elementwise._relu_backward(g.ravel(), y.ravel(), d_pre.ravel())
+    d_h = np.empty((batch, n), d_pre.dtype)
     blas.gemm(blas.NO_TRANS, blas.NO_TRANS, batch, n, k, d_pre, k, w, n, d_h, n)
-    return True
+    return d_h
 
 
 def scatter_add_rows_into_ref(out, idx, g):
