@@ -1,11 +1,11 @@
 """numpy's own BLAS matrix product, callable from inside numba kernels.
 
-A recurrent step at a small hidden size spends more time entering kernels than computing:
-`np.matmul` costs about 1 µs on top of BLAS for a 32x64 product, and every separate call
-(product, then the gather or activation pass beside it) also pays its Python wrapper. With the
-product inside the numba kernel, the Elman step's forward (product + gather + biases) and its
-backward (activation derivative + product) are one call each: 9.4 -> 7.1 and 5.8 -> 3.6 µs at
-B=32, H=64 (docs/speed.md).
+A recurrent step at a small hidden size spends much of its time entering kernels: `np.matmul`
+costs about 0.8 µs on top of BLAS for a 32x64 product, and every separate call (product, then
+the gather or activation pass beside it) also pays its Python wrapper. With the product inside
+the numba kernel, the Elman step's forward (product + gather + biases) and its backward
+(activation derivative + product) are one call each: at B=32, H=64, 10.2 -> 8.7 and 6.3 -> 5.4
+µs in one sitting, 7.3 -> 6.3 and 4.8 -> 4.2 in another (docs/kernels.md).
 
 The product called is the very function `np.matmul` calls, `cblas_?gemm` of the OpenBLAS that
 numpy links, with the arguments numpy's matmul loop passes it (row-major, alpha 1, beta 0, a
