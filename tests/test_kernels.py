@@ -15,9 +15,12 @@ has a row here).
 from __future__ import annotations
 
 import importlib
+import os
 import pathlib
 import pkgutil
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,10 +29,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from numba import njit
 
 import tinygrad_rnn
 from tinygrad_rnn import kernels
-from tinygrad_rnn.kernels import kernel_pairs
+from tinygrad_rnn.kernels import blas, elementwise, kernel_pairs
+from tinygrad_rnn.kernels import matmul as mm
 
 PAIRS = kernel_pairs()
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -677,10 +682,6 @@ def test_rnn_preact_is_the_reference_bit_for_bit(batch, inp, hidden, bias, dtype
     assert fast.flags.c_contiguous and fast.dtype == dtype
 
 # ============================================================================ numpy's BLAS inside kernels
-from numba import njit  # noqa: E402
-
-from tinygrad_rnn.kernels import blas, elementwise, matmul as mm  # noqa: E402
-
 needs_gemm = pytest.mark.skipif(not blas.HAVE_GEMM, reason="numpy's BLAS is not callable from numba here")
 
 
@@ -766,7 +767,7 @@ def _misfits(dtype):
 
 @needs_gemm
 @DTYPES
-@pytest.mark.parametrize("case", ["Fortran-ordered weight", "strided state", "the weight as the state (numpy calls syrk)"])
+@pytest.mark.parametrize("case", list(_misfits(F32)))
 def test_gemm_kernels_leave_misfits_to_np_matmul(case, dtype):
     h, w = _misfits(dtype)[case]
     rng = np.random.default_rng(11)
@@ -801,10 +802,8 @@ def test_without_gemm_the_kernels_give_the_same_bits(dtype, monkeypatch):
 
 
 def test_the_environment_variable_turns_gemm_in_kernels_off():
-    import subprocess
-    import sys
     code = "from tinygrad_rnn.kernels import blas; print(blas.HAVE_GEMM)"
-    env = {**__import__("os").environ, "TINYGRAD_RNN_GEMM_IN_KERNELS": "0"}
+    env = {**os.environ, "TINYGRAD_RNN_GEMM_IN_KERNELS": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
