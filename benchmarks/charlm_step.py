@@ -49,6 +49,8 @@ import tracemalloc
 
 import numpy as np
 
+from machine import busy_fraction
+
 VOCAB, BATCH, SEQ = 65, 32, 64
 LR = 0.01  # small enough that hundreds of steps on one fixed batch stay finite (NaN/inf are slow)
 SEED = 1234
@@ -693,21 +695,6 @@ def detect_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def busy_fraction(seconds: float = 0.5) -> float:
-    """Share of all CPUs busy over `seconds` (Linux); before we start, that is everyone else."""
-    def snap():
-        with open("/proc/stat") as f:
-            v = [int(c) for c in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]
-    try:
-        t0, i0 = snap()
-        time.sleep(seconds)
-        t1, i1 = snap()
-        return 1 - (i1 - i0) / max(1, t1 - t0)
-    except OSError:
-        return float("nan")
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from machine import busy_fraction
+
 # ----------------------------------------------------------------------------- timing helpers
 
 
@@ -33,22 +35,6 @@ def per_call(fn, number: int, repeat: int) -> float:
             fn()
         runs.append((time.perf_counter() - t0) / number)
     return statistics.median(runs)
-
-
-def busy_fraction(seconds: float = 0.5) -> float:
-    """Share of CPU time spent by anything (other processes included) over `seconds`; Linux only."""
-    try:
-        def snap():
-            with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:]]
-            return sum(v), v[3] + v[4]
-
-        t0, i0 = snap()
-        time.sleep(seconds)
-        t1, i1 = snap()
-        return 1 - (i1 - i0) / max(1, t1 - t0)
-    except OSError:
-        return float("nan")
 
 
 def table(title: str, header: list[str], rows: list[list]) -> None:
