@@ -318,12 +318,13 @@ def _activation_backward_gemm(code, g, y, d_pre, w):
             and y.shape == d_pre.shape):
         return np.empty((0, n), d_pre.dtype)
     # ravel: views of C-contiguous arrays (d_pre is one), a copy of another layout (g, y may be)
+    g1, y1, d1 = g.ravel(), y.ravel(), d_pre.ravel()
     if code == 0:
-        elementwise._tanh_backward(g.ravel(), y.ravel(), d_pre.ravel())
+        elementwise._tanh_backward(g1, y1, d1)
     elif code == 1:
-        elementwise._sigmoid_backward(g.ravel(), y.ravel(), d_pre.ravel())
+        elementwise._sigmoid_backward(g1, y1, d1)
     else:
-        elementwise._relu_backward(g.ravel(), y.ravel(), d_pre.ravel())
+        elementwise._relu_backward(g1, y1, d1)
     d_h = np.empty((batch, n), d_pre.dtype)
     blas.gemm(blas.NO_TRANS, blas.NO_TRANS, batch, n, k, d_pre, k, w, n, d_h, n)
     return d_h
