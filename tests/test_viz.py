@@ -257,4 +257,4 @@ def test_cli_viz_hidden(tiny_checkpoint, tmp_path, capsys):
     assert cli.main(["viz", "hidden", "--checkpoint", str(tiny_checkpoint), "--text", "hello world",
                      "--out", str(out), "--units", "5"]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
-    assert "5 of 16 units over 11 characters" in capsys.readouterr().out
+    assert "5 of 16 units over 11 chars" in capsys.readouterr().out

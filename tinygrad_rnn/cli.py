@@ -6,9 +6,10 @@ import argparse
 import dataclasses
 import json
 import math
+import pathlib
 import sys
 
-from .models import charlm
+from .models import charlm, sampling
 
 
 class _NoDefaults:
@@ -103,7 +104,9 @@ def cmd_train(args) -> int:
             print(f"validation: {val['nats']:.4f} nats/token, {val['bits']:.4f} bits/token, perplexity "
                   f"{val['perplexity']:.3f} (uniform baseline {val['uniform_perplexity']})")
         print(f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s")
-        print("sample:\n" + charlm.sample(result["model"], result["vocab"], "\n", 300, temperature=0.8, seed=cfg.seed))
+        vocab = result["vocab"]
+        text = charlm.sample(result["model"], vocab, None, 300, temperature=0.8, seed=cfg.seed)
+        print("sample:\n" + sampling.join_text(vocab, sampling.default_prime(vocab), text))
     return 0
 
 
@@ -136,7 +139,8 @@ def cmd_eval(args) -> int:
 def _add_sample(sub):
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--prime", default="\n")
+    p.add_argument("--prime", default=None, help="text to start from (default: a newline, or for a vocabulary "
+                   "without one a space or the first token; word level: a full stop)")
     p.add_argument("--length", type=int, default=300)
     p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy")
     p.add_argument("--top-k", type=int, default=None)
@@ -148,10 +152,11 @@ def _add_sample(sub):
 def cmd_sample(args) -> int:
     model, vocab, _ = charlm.load_model(args.checkpoint)
     if args.beam:
-        text = charlm.beam_search(model, vocab, args.prime, args.length, args.beam)
+        text = charlm.beam_search(model, vocab, args.prime or "", args.length, args.beam)
     else:
         text = charlm.sample(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.seed)
-    print(args.prime + text)
+    prime = args.prime if args.prime and len(vocab.encode(args.prime)) else sampling.default_prime(vocab)
+    print(sampling.join_text(vocab, prime, text))
     return 0
 
 
@@ -167,8 +172,6 @@ def _add_graph(sub):
 
 
 def cmd_graph(args) -> int:
-    import pathlib
-
     from . import viz
 
     loss, params = viz.unrolled_cell_loss(args.steps, args.cell, args.input, args.hidden)
@@ -202,9 +205,14 @@ def cmd_viz_hidden(args) -> int:
     from . import viz
 
     model, vocab, _ = charlm.load_model(args.checkpoint)
-    act = viz.hidden_heatmap(model, vocab, args.text, args.out, args.units)
+    out = pathlib.Path(args.out)
+    if out.is_dir():
+        out = out / "hidden.png"
+    elif not out.suffix:
+        out = out.with_suffix(".png")  # what matplotlib would write; said here so the report names it
+    act = viz.hidden_heatmap(model, vocab, args.text, out, args.units)
     slow, fast = act.order[0], act.order[-1]
-    print(f"wrote {args.out}: {len(act.shown)} of {act.states.shape[1]} units over {len(args.text)} characters; "
+    print(f"wrote {out}: {len(act.shown)} of {act.states.shape[1]} units over {len(act.states)} {vocab.level}s; "
           f"mean |h_t - h_(t-1)| from {act.speed[slow]:.4f} (unit {slow}) to {act.speed[fast]:.4f} (unit {fast})")
     return 0
 

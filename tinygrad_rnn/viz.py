@@ -274,7 +274,7 @@ def power_norms(W, steps: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- hidden units
 @dataclass
 class HiddenActivity:
-    states: np.ndarray  # (T, H): the last layer's hidden state after each character
+    states: np.ndarray  # (T, H): the last layer's hidden state after each token
     speed: np.ndarray  # (H,): mean |h_t - h_{t-1}| of each unit
     order: np.ndarray  # unit indices, slowest-changing first
     shown: np.ndarray  # the units drawn, top to bottom
@@ -282,12 +282,14 @@ class HiddenActivity:
 
 
 def hidden_activity(model, vocab, text: str) -> HiddenActivity:
-    """Run `model` (a CharRNN) over `text` from a zero state and record its top hidden layer."""
+    """Run `model` (a CharRNN) over `text` from a zero state and record its top hidden layer,
+    one row per token (character, or word at word level)."""
     from .autograd import no_grad
 
-    if len(text) < 2:
-        raise ValueError(f"hidden_activity: need a text of at least 2 characters, got {len(text)}")
     ids = vocab.encode(text)[None, :]
+    if ids.shape[1] < 2:
+        raise ValueError(f"hidden_activity: need a text of at least 2 {vocab.level}s, got {ids.shape[1]} "
+                         f"in {text[:40]!r}")
     was_training = model.training
     model.eval()
     try:
@@ -315,25 +317,27 @@ def _char_label(c: str) -> str:
 
 
 def hidden_heatmap(model, vocab, text: str, path, units: int | None = None) -> HiddenActivity:
-    """PNG heat map of hidden units (rows, slowest-changing at the top) over the characters
-    of `text` (columns). `units` draws that many units spread evenly over the speed order;
+    """PNG heat map of hidden units (rows, slowest-changing at the top) over the tokens of
+    `text` (columns: characters, or words at word level). `units` draws that many units spread evenly over the speed order;
     default all. Returns the recorded activity (states, speed, order, shown units)."""
     act = hidden_activity(model, vocab, text)
     act.shown = _pick_units(act.order, units)
-    T, n = len(text), len(act.shown)
+    # the tokens as the model read them: a word it never saw is labelled <unk>
+    tokens = [vocab.tokens[i] for i in vocab.encode(text)]
+    T, n = len(tokens), len(act.shown)
     fig = new_figure(figsize=(min(40.0, 2.0 + 0.16 * T), min(30.0, 1.5 + 0.12 * n)))
     ax = fig.subplots()
     lim = max(float(np.abs(act.states).max()), 1e-12)
     im = ax.imshow(act.states[:, act.shown].T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
                    interpolation="nearest")
-    step = max(1, math.ceil(T / 240))  # past ~240 characters the labels would overlap
+    step = max(1, math.ceil(T / 240))  # past ~240 tokens the labels would overlap
     ax.set_xticks(range(0, T, step))
-    ax.set_xticklabels([_char_label(c) for c in text[::step]], fontsize=7)
+    ax.set_xticklabels([_char_label(c) for c in tokens[::step]], fontsize=7)
     ax.set_yticks(range(n))
     ax.set_yticklabels([str(u) for u in act.shown], fontsize=6)
-    ax.set_xlabel("character read")
+    ax.set_xlabel(f"{vocab.level} read")
     ax.set_ylabel("hidden unit (slowest-changing at the top)")
-    ax.set_title("hidden state after each character")
+    ax.set_title(f"hidden state after each {vocab.level}")
     fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01)
     fig.tight_layout()
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -156,7 +156,7 @@ def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
                 log(f"step {step}: val perplexity {record['val_ppl']:.3f} ({record['val_nats']:.4f} nats/token)")
                 checkpoint_now()
             if cfg.sample_every and step % cfg.sample_every == 0:
-                log("sample: " + json.dumps(sample(model, vocab, "\n", cfg.sample_len, seed=step)))
+                log("sample: " + json.dumps(sample(model, vocab, None, cfg.sample_len, seed=step)))
         checkpoint_now()  # still inside: a signal arriving during this write only sets the flag
     if stop.signum is not None:
         raise TrainingInterrupted(stop.signum, step, str(ckpt_path) if ckpt_path else None)
