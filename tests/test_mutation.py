@@ -88,3 +88,11 @@ def test_a_plant_moves_only_the_gradient_it_names(how, slot):
     for i, (g, b) in enumerate(zip(got, base)):  # parameters in order w_ih, w_hh, b_ih, b_hh; then x
         want = b * factor if i == slot - 2 else b
         np.testing.assert_allclose(g, want, rtol=1e-13, atol=0, err_msg=f"gradient {i}")
+
+
+def test_the_score_script_prints_a_row_per_target_and_the_score(capsys):
+    assert ms.main(["kernel:sum_rows", "optim:SGD"]) == 0
+    out = capsys.readouterr().out
+    assert "| kernel:sum_rows | 1 | 1/1 | - | - | test_fast_kernel_equals_its_reference: AssertionError |" in out
+    assert "| optim:SGD | 3 | 3/3 | - | - |" in out
+    assert "mutation score: 4/4 planted mutants detected (0 not planted" in out
