@@ -7,6 +7,7 @@ import pytest
 import mutation_score as ms
 import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor, nn
+from tinygrad_rnn.autograd import Function
 from tinygrad_rnn.op_table import OPS
 from tinygrad_rnn.ops.elementwise import Add
 from tinygrad_rnn.ops.rnn import RNNCellStep
@@ -42,6 +43,25 @@ def test_every_row_of_the_op_table_is_a_target():
     targets = {m.target for m in MUTANTS}
     missing = [s.name for s in OPS if f"op:{s.name}" not in targets and s.name not in ms.NO_NODE]
     assert not missing, f"op table rows without mutants (add them to mutation_score._FUNCTIONS): {missing}"
+
+
+# Functions with a backward that no mutant plants in, and why.
+UNTARGETED = {
+    "Cast": "not a row of the op table (.double(), .to(dtype)); the fuzzer's programs cast",
+}
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def test_every_function_of_the_package_is_a_target():
+    targeted = set(ms.ROW_FUNCTION.values()) | {fn for fn, _ in ms.STEPS}
+    functions = {f for f in _subclasses(Function) if f.__module__.startswith("tinygrad_rnn.")}
+    left_out = sorted(f.__name__ for f in functions - targeted)
+    assert left_out == sorted(UNTARGETED), f"Functions no mutant plants in: {left_out}"
 
 
 @pytest.mark.parametrize("name", sorted(ms.NO_NODE))
