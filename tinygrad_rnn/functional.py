@@ -22,6 +22,9 @@ def _tensors(seq, op):
 
 def cat(tensors, dim=0) -> Tensor:
     ts = _tensors(tensors, "cat")
+    for i, t in enumerate(ts):
+        if t.ndim == 0:
+            raise ValueError(f"cat: zero-dimensional tensor (at position {i}) cannot be concatenated; use stack")
     return _V.Cat.apply(*ts, dim=_norm_dim(dim, ts[0].ndim, "cat"))
 
 
@@ -124,6 +127,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout)."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if x.dtype.kind != "f":  # the 1/(1-p) scale would be cut to an integer (1 for p = 0.3)
+        raise TypeError(f"dropout: needs a floating-point tensor, got {x.dtype}; cast it with .float()")
     if not training or p == 0:
         return x
     if p == 1:

@@ -5,6 +5,8 @@ backward side by side. The graph is recorded by `Function.apply` (autograd.py).
 """
 from __future__ import annotations
 
+import math
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -18,6 +20,11 @@ int64 = np.int64
 _reduction_result = namedtuple("return_types", ["values", "indices"])
 
 
+# bool, integers, floats, complex. Strings, objects, dates are refused, as in PyTorch: numpy
+# would keep them, and ops would fail far from the cause or answer nonsense.
+_NUMERIC_KINDS = "biufc"
+
+
 def _to_array(data, dtype=None) -> np.ndarray:
     """Python floats and lists become float32 (ints stay int64) unless `dtype` says otherwise;
     numpy arrays keep their dtype."""
@@ -26,13 +33,32 @@ def _to_array(data, dtype=None) -> np.ndarray:
     elif isinstance(data, np.ndarray):
         arr = data
     else:
-        arr = np.asarray(data)
+        try:
+            arr = np.asarray(data)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"Tensor(): {e}") from None
         # only without an explicit dtype: rounding through float32 would lose float64 precision
         if dtype is None and arr.dtype == np.float64 and not isinstance(data, np.generic):
             arr = arr.astype(np.float32)
+    if arr.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"Tensor(): invalid data type {_what(data, arr)}; expected numbers, "
+                        "(nested) lists of numbers or a numeric numpy array")
     if dtype is not None and arr.dtype != np.dtype(dtype):
+        if np.dtype(dtype).kind not in _NUMERIC_KINDS:
+            raise TypeError(f"Tensor(): invalid dtype {np.dtype(dtype)}; expected bool, an integer, "
+                            "a float or a complex dtype")
         arr = arr.astype(dtype)
     return arr
+
+
+def _what(data, arr: np.ndarray) -> str:
+    """The type that made `arr` non-numeric, for the error message."""
+    if isinstance(data, np.ndarray) or arr.dtype.kind != "O":
+        return {"U": "'str'", "S": "'bytes'"}.get(arr.dtype.kind, f"(dtype {arr.dtype})")
+    for x in arr.flat:
+        if not isinstance(x, (int, float, complex, np.generic)):
+            return repr(type(x).__name__)
+    return "'int' (too large for 64 bits)"
 
 
 # Counts every version bump of every tensor. A node records it when made; if it has not moved by
@@ -79,7 +105,19 @@ class Tensor:
 
     @data.setter
     def data(self, value) -> None:
-        # `t.data = a` and `t.data -= a` land here: the graph may have saved the old values
+        # `t.data = a` and `t.data -= a` land here. A list or a number is refused, as PyTorch
+        # refuses a non-Tensor: its dtype would be a guess, and kept as is, `t * 2` repeats a list
+        if isinstance(value, Tensor):
+            value = value._data
+        elif isinstance(value, np.generic):  # what numpy arithmetic on a 0-d array returns
+            value = np.asarray(value)
+        elif not isinstance(value, np.ndarray):
+            raise TypeError(f"Tensor.data: expected a numpy array or a Tensor, got {type(value).__name__} "
+                            f"(convert it first: t.data = np.asarray(value, dtype=t.dtype))")
+        if value.dtype.kind not in _NUMERIC_KINDS or (self.requires_grad and value.dtype.kind != "f"):
+            raise TypeError(f"Tensor.data: cannot set data of dtype {value.dtype} on a "
+                            f"{'tensor that requires grad (floats only)' if self.requires_grad else 'tensor'}")
+        # the graph may have saved the old values: a new version makes backward check them
         self._data = value
         self._version += 1
         _WRITES[0] += 1
@@ -125,6 +163,13 @@ class Tensor:
             raise ValueError(f"item(): only one-element tensors can be converted, got shape {self.shape}")
         return self.data.item()
 
+    # float(loss) and int(n), as in PyTorch
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
     def tolist(self):
         return self.data.tolist()
 
@@ -134,6 +179,8 @@ class Tensor:
         return self.data.shape[0]
 
     def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(len(self)))
 
     def __bool__(self):
@@ -280,14 +327,27 @@ class Tensor:
         return _R.Mean.apply(self, dims=_dims(self, dim, axis, "mean"), keepdim=_kd(keepdim, keepdims))
 
     def var(self, dim=None, keepdim=False, *, correction=1, unbiased=None, axis=None, keepdims=None):
-        """Variance; `correction=1` (PyTorch's default) divides by N - 1, `correction=0` by N."""
-        if unbiased is not None:
-            correction = int(unbiased)
-        return _R.Var.apply(self, dims=_dims(self, dim, axis, "var"), keepdim=_kd(keepdim, keepdims),
-                            correction=correction)
+        """Variance; `correction=1` (PyTorch's default) divides by N - 1, `correction=0` by N.
+
+        With N <= correction (one element, unbiased) no degrees of freedom are left: as in
+        PyTorch the result is nan (inf where the elements differ), so are the gradients, and
+        a RuntimeWarning says why."""
+        return self._var("var", dim, keepdim, correction, unbiased, axis, keepdims)
 
     def std(self, dim=None, keepdim=False, *, correction=1, axis=None, keepdims=None):
-        return self.var(dim, keepdim, correction=correction, axis=axis, keepdims=keepdims).sqrt()
+        return self._var("std", dim, keepdim, correction, None, axis, keepdims).sqrt()
+
+    def _var(self, name, dim, keepdim, correction, unbiased, axis, keepdims):
+        if self.dtype.kind != "f":  # PyTorch refuses too: the mean of integers is not one
+            raise TypeError(f"{name}: needs a floating-point tensor, got {self.dtype}; cast it with .float()")
+        if unbiased is not None:
+            correction = int(unbiased)
+        dims = _dims(self, dim, axis, name)
+        n = math.prod(self.shape[d] for d in dims)
+        if n - correction <= 0:
+            warnings.warn(f"{name}(): degrees of freedom <= 0 ({n} element(s) per result, correction="
+                          f"{correction}): the result is nan or inf, as in PyTorch", RuntimeWarning, stacklevel=3)
+        return _R.Var.apply(self, dims=dims, keepdim=_kd(keepdim, keepdims), correction=correction)
 
     def logsumexp(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         return _R.LogSumExp.apply(self, dims=_dims(self, dim, axis, "logsumexp"),
@@ -385,6 +445,8 @@ class Tensor:
         return _V.GetItem.apply(self, index=_index_arg(index))
 
     def split(self, split_size_or_sections, dim=0):
+        if self.ndim == 0:
+            raise ValueError("split: expects a tensor with at least 1 dimension, got a 0-d tensor")
         d = _norm_dim(dim, self.ndim, "split")
         n = self.shape[d]
         if isinstance(split_size_or_sections, int):
@@ -404,6 +466,8 @@ class Tensor:
         return tuple(out)
 
     def chunk(self, chunks, dim=0):
+        if not isinstance(chunks, (int, np.integer)) or chunks <= 0:
+            raise ValueError(f"chunk: chunks must be a positive integer, got {chunks!r}")
         n = self.shape[_norm_dim(dim, self.ndim, "chunk")]
         return self.split(max(1, -(-n // chunks)), dim)
 
@@ -491,6 +555,9 @@ def _dims(t, dim, axis, op):
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
+    for n in shape:  # int() would cut 2.5 to 2 without a word
+        if not isinstance(n, (int, np.integer)):
+            raise TypeError(f"shape must be integers, got {type(n).__name__} {n!r} in {tuple(shape)}")
     return tuple(int(n) for n in shape)
 
 
@@ -540,6 +607,8 @@ def eye(n, m=None, dtype=np.float32, requires_grad=False) -> Tensor:
 def arange(start, end=None, step=1, dtype=None, requires_grad=False) -> Tensor:
     if end is None:
         start, end = 0, start
+    if step == 0:
+        raise ValueError(f"arange: step must be nonzero (start {start}, end {end})")
     arr = np.arange(start, end, step)
     if dtype is None:
         dtype = np.int64 if arr.dtype.kind in "iu" else np.float32

@@ -10,6 +10,10 @@ at one backend:
 - ``numpy``: every reference, so any result can be cross-checked against plain numpy.
 
 Choose with the environment variable ``TINYGRAD_RNN_BACKEND=numpy`` or `set_backend("numpy")`.
+
+numba has no float16 type, while PyTorch computes float16 on the CPU too. So every fast kernel
+that would reach numba first checks for float16 arrays (one dtype comparison, tens of ns) and
+hands them to its reference: float16 works on both backends and gives the same numbers.
 Nothing is imported or compiled until the first kernel call, so `import tinygrad_rnn` stays fast
 (tests/test_import.py). The numpy backend compiles nothing, but loading the kernel modules
 still imports numba (~130-190 ms), since each module defines its pairs with `@njit`.

@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import blas, elementwise
-from .elementwise import _into
+from .elementwise import HALF, _into
 
 
 def matmul_ref(a, b):
@@ -155,6 +155,8 @@ def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh, out=None):
     batches 1-128 and sizes 16-1024, odd ones included (tests/test_kernels.py pins a grid).
     float64 keeps the reference: there OpenBLAS's transposed products differed in the last bit
     at odd sizes (H = 100, 300), and float64 is for checking, not speed."""
+    if h.dtype is HALF:
+        return rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh, out)
     if x.dtype.kind in "iu":
         return _preact_from_ids(x, h, w_ih, w_hh, b_ih, b_hh, out)
     if not _preact_swaps(h, w_hh) or x.dtype != np.float32:
@@ -203,6 +205,8 @@ def pick_columns_ref(w, ids):
 
 
 def pick_columns(w, ids):
+    if w.dtype is HALF:
+        return pick_columns_ref(w, ids)
     out = np.empty((ids.shape[0], w.shape[0]), w.dtype)
     _pick_columns_into(out, None, w, ids, None, None)
     return out
@@ -336,8 +340,14 @@ def scatter_add_rows_into_ref(out, idx, g):
     np.add.at(out, idx, g)
 
 
-@njit(cache=True)
 def scatter_add_rows_into(out, idx, g):
+    if out.dtype is HALF:
+        return scatter_add_rows_into_ref(out, idx, g)
+    _scatter_add_rows_into(out, idx, g)
+
+
+@njit(cache=True)
+def _scatter_add_rows_into(out, idx, g):
     # the engine hands W.T of a Fortran-ordered buffer, so both inner loops run along rows:
     # 3.0 µs at H=1024 where the same sum into a C-ordered W's columns took 37
     for b in range(idx.shape[0]):

@@ -38,12 +38,14 @@ against np.add.at's 4444.
 import numpy as np
 from numba import njit
 
+from .elementwise import HALF
 from .reduce import _row_dot, _row_sum, _sub_row_max
 
 
 # --- softmax: y = exp(x - lse(x)); backward y * (g - sum(g * y))
 def softmax_lastdim_ref(x):
-    e = np.exp(x - np.max(x, axis=1, keepdims=True))
+    # initial=-inf: an empty row has max -inf, as in the kernel (numpy's max refuses it)
+    e = np.exp(x - np.max(x, axis=1, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=1, keepdims=True)
 
 
@@ -56,6 +58,8 @@ def _div_row_sum(e):
 
 
 def softmax_lastdim(x):
+    if x.dtype is HALF:
+        return softmax_lastdim_ref(x)
     out = np.empty(x.shape, x.dtype)
     _sub_row_max(x, out, False)
     np.exp(out, out=out)
@@ -67,8 +71,12 @@ def softmax_backward_ref(g, y):
     return y * (g - np.sum(g * y, axis=1, keepdims=True))
 
 
-@njit(cache=True)
 def softmax_backward(g, y):
+    return softmax_backward_ref(g, y) if y.dtype is HALF else _softmax_backward(g, y)
+
+
+@njit(cache=True)
+def _softmax_backward(g, y):
     rows, n = y.shape
     out = np.empty((rows, n), dtype=y.dtype)
     for r in range(rows):
@@ -80,8 +88,9 @@ def softmax_backward(g, y):
 
 # --- log-softmax: y = x - lse(x); backward g - softmax(x) * sum(g) = g - exp(y) * sum(g)
 def log_softmax_lastdim_ref(x):
-    m = np.max(x, axis=1, keepdims=True)
-    return x - m - np.log(np.sum(np.exp(x - m), axis=1, keepdims=True))
+    m = np.max(x, axis=1, keepdims=True, initial=-np.inf)  # -inf for an empty row, as above
+    with np.errstate(divide="ignore"):  # log(0) = -inf is the answer there, silently as in the kernel
+        return x - m - np.log(np.sum(np.exp(x - m), axis=1, keepdims=True))
 
 
 @njit(cache=True)
@@ -93,6 +102,8 @@ def _sub_log_row_sum(out, e):
 
 
 def log_softmax_lastdim(x):
+    if x.dtype is HALF:
+        return log_softmax_lastdim_ref(x)
     out = np.empty(x.shape, x.dtype)
     _sub_row_max(x, out, False)
     _sub_log_row_sum(out, np.exp(out))
@@ -113,6 +124,8 @@ def _log_softmax_backward(g, p):
 
 
 def log_softmax_backward(g, y):
+    if y.dtype is HALF:
+        return log_softmax_backward_ref(g, y)
     p = np.exp(y)
     _log_softmax_backward(g, p)
     return p
@@ -149,6 +162,8 @@ def _cross_entropy_loss(x, e, m, targets, ignore_index):
 
 
 def cross_entropy_forward(x, targets, ignore_index):
+    if x.dtype is HALF:
+        return cross_entropy_forward_ref(x, targets, ignore_index)
     e = np.empty(x.shape, x.dtype)
     m = _sub_row_max(x, e, False)
     np.exp(e, out=e)
@@ -163,8 +178,14 @@ def cross_entropy_backward_ref(g, e, s, targets, ignore_index):
     return (p * np.where(keep, g, 0)[:, None]).astype(e.dtype)
 
 
-@njit(cache=True)
 def cross_entropy_backward(g, e, s, targets, ignore_index):
+    if e.dtype is HALF:
+        return cross_entropy_backward_ref(g, e, s, targets, ignore_index)
+    return _cross_entropy_backward(g, e, s, targets, ignore_index)
+
+
+@njit(cache=True)
+def _cross_entropy_backward(g, e, s, targets, ignore_index):
     """(softmax - onehot(t)) * g per row, softmax = e / s; a new array (e stays as it was, for
     a second backward through a retained graph)."""
     rows, n = e.shape
@@ -188,8 +209,12 @@ def gather_rows_ref(w, idx):
     return w[idx]
 
 
-@njit(cache=True)
 def gather_rows(w, idx):
+    return gather_rows_ref(w, idx) if w.dtype is HALF else _gather_rows(w, idx)
+
+
+@njit(cache=True)
+def _gather_rows(w, idx):
     d = w.shape[1]
     out = np.empty((idx.shape[0], d), dtype=w.dtype)
     # an explicit inner loop: the slice copy `out[i, :] = w[idx[i], :]` ran 3.5x slower
@@ -206,8 +231,12 @@ def scatter_add_rows_ref(g, idx, num_rows):
     return out
 
 
-@njit(cache=True)
 def scatter_add_rows(g, idx, num_rows):
+    return scatter_add_rows_ref(g, idx, num_rows) if g.dtype is HALF else _scatter_add_rows(g, idx, num_rows)
+
+
+@njit(cache=True)
+def _scatter_add_rows(g, idx, num_rows):
     out = np.zeros((num_rows, g.shape[1]), dtype=g.dtype)
     for i in range(idx.shape[0]):
         row = idx[i]

@@ -10,6 +10,8 @@ IEEE operations in the same order. Formulas and state names follow PyTorch's opt
 import numpy as np
 from numba import njit
 
+from .elementwise import HALF
+
 
 def _inplace(a):
     if not a.flags.c_contiguous:
@@ -54,6 +56,8 @@ def _plain_sgd_step(p, g, lr):
 
 
 def sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+    if p.dtype is HALF:
+        return sgd_step_ref(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)
     if momentum == 0 and weight_decay == 0:
         # _sgd_step's arithmetic for these options, in a kernel of three arguments: numba's call
         # checks each argument's type, 1.1 -> 0.6 µs a call (a char-RNN updates six parameters)
@@ -80,6 +84,8 @@ def _adagrad_step(p, g, s, lr, weight_decay, eps, eps_inside_sqrt):
 
 
 def adagrad_step(p, g, s, lr, weight_decay, eps, eps_inside_sqrt):
+    if p.dtype is HALF:
+        return adagrad_step_ref(p, g, s, lr, weight_decay, eps, eps_inside_sqrt)
     _adagrad_step(_inplace(p), _read(g), _inplace(s), float(lr), float(weight_decay), float(eps),
                   bool(eps_inside_sqrt))
 
@@ -123,6 +129,8 @@ def _rmsprop_step(p, g, v, buf, gavg, lr, alpha, eps, weight_decay, momentum, ce
 
 
 def rmsprop_step(p, g, v, buf, gavg, lr, alpha, eps, weight_decay, momentum, centered):
+    if p.dtype is HALF:
+        return rmsprop_step_ref(p, g, v, buf, gavg, lr, alpha, eps, weight_decay, momentum, centered)
     _rmsprop_step(_inplace(p), _read(g), _inplace(v), _inplace(buf), _inplace(gavg), float(lr),
                   float(alpha), float(eps), float(weight_decay), float(momentum), bool(centered))
 
@@ -150,6 +158,8 @@ def _adam_step(p, g, m, v, step_size, beta1, beta2, eps, weight_decay, bc2_sqrt)
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    if p.dtype is HALF:
+        return adam_step_ref(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step)
     # the bias corrections are computed here, in Python, exactly as the reference does
     step_size = lr / (1 - beta1 ** step)
     bc2_sqrt = (1 - beta2 ** step) ** 0.5

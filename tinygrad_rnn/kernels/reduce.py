@@ -30,6 +30,8 @@ this kernel / the numpy reference / the kernel before this revision):
 import numpy as np
 from numba import njit
 
+from .elementwise import HALF
+
 
 # --- helpers on one row (a 1-D view); nn.py builds softmax & co. from them
 @njit(cache=True)
@@ -109,8 +111,12 @@ def sum_rows_ref(x):
     return np.add.reduce(x, axis=0)
 
 
-@njit(cache=True)
 def sum_rows(x):
+    return sum_rows_ref(x) if x.dtype is HALF else _sum_rows(x)
+
+
+@njit(cache=True)
+def _sum_rows(x):
     """x.sum(axis=0) of a 2-D array: zeros, then each row added in turn, the order numpy's
     axis-0 reduction takes too (bit-identical results, a column of -0.0 summing to +0.0
     included: tests/test_kernels.py). numpy pays a call of its inner loop per row: 45 µs at
@@ -138,13 +144,16 @@ def max_lastdim(x):
 
 # --- log-sum-exp, shifted by the row max so exp never overflows
 def logsumexp_lastdim_ref(x):
-    m = np.max(x, axis=1, keepdims=True)
+    m = np.max(x, axis=1, keepdims=True, initial=-np.inf)  # an empty row: -inf, as the kernel
     m = np.where(np.isfinite(m), m, 0)
-    return (m + np.log(np.sum(np.exp(x - m), axis=1, keepdims=True)))[:, 0]
+    with np.errstate(divide="ignore"):  # an empty or all -inf row: log(0) = -inf, silently as the kernel
+        return (m + np.log(np.sum(np.exp(x - m), axis=1, keepdims=True)))[:, 0]
 
 
 def logsumexp_lastdim(x):
     """log(sum(exp(x))) per row; an empty row gives -inf."""
+    if x.dtype is HALF:
+        return logsumexp_lastdim_ref(x)
     e = np.empty(x.shape, x.dtype)
     m = _sub_row_max(x, e, True)
     np.exp(e, out=e)

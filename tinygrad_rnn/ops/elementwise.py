@@ -6,6 +6,12 @@ from ..autograd import Function, check_same_dtype
 from ..kernels import K
 
 
+def floating(a):
+    """Integers and bools enter float math (exp, tanh, ...) as float32, PyTorch's default
+    dtype; numpy would pick float64 on one backend and fail in a numba kernel on the other."""
+    return a.astype(np.float32) if a.dtype.kind in "biu" else a
+
+
 class Add(Function):
     def forward(self, a, b):
         check_same_dtype("add", a, b)
@@ -92,7 +98,7 @@ class Pow(Function):
 
 class Exp(Function):
     def forward(self, a):
-        out = np.exp(a)
+        out = np.exp(floating(a))
         self.saved = out
         return out
 
@@ -103,7 +109,7 @@ class Exp(Function):
 class Log(Function):
     def forward(self, a):
         self.saved = a
-        return np.log(a)
+        return np.log(floating(a))
 
     def backward(self, g):
         return g / self.saved
@@ -111,7 +117,7 @@ class Log(Function):
 
 class Sqrt(Function):
     def forward(self, a):
-        out = np.sqrt(a)
+        out = np.sqrt(floating(a))
         self.saved = out
         return out
 
@@ -130,7 +136,7 @@ class Abs(Function):
 
 class Tanh(Function):
     def forward(self, a):
-        out = np.tanh(a)  # numpy's SIMD tanh beats numba's scalar one (no SVML on PyPI)
+        out = np.tanh(floating(a))  # numpy's SIMD tanh beats numba's scalar one (no SVML on PyPI)
         self.saved = out
         return out
 
@@ -140,7 +146,7 @@ class Tanh(Function):
 
 class Sigmoid(Function):
     def forward(self, a):
-        out = K.sigmoid(a)
+        out = K.sigmoid(floating(a))
         self.saved = out
         return out
 

@@ -1,6 +1,8 @@
 """Softmax, log-softmax, the fused cross-entropy and the embedding gather.
 
 The row kernels want (rows, classes) C-contiguous arrays, so `dim` is moved last first."""
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -14,7 +16,8 @@ def _rows(x, dim):
     if x.ndim == 2 and dim in (1, -1) and x.flags.c_contiguous:  # already (rows, n)
         return x, x.shape
     moved = np.moveaxis(x, dim, -1)
-    return np.ascontiguousarray(moved).reshape(-1, x.shape[dim]), moved.shape
+    # the row count spelled out: reshape(-1, 0) of an empty axis cannot infer it
+    return np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), x.shape[dim]), moved.shape
 
 
 def _unrows(rows, moved_shape, dim):
@@ -25,8 +28,15 @@ def _unrows(rows, moved_shape, dim):
     return out if dim in (-1, len(moved_shape) - 1) else np.moveaxis(out, -1, dim)
 
 
+def _check_floating(op, a):
+    # PyTorch refuses too; numpy would compute in float64 on one backend and fail on the other
+    if a.dtype.kind != "f":
+        raise TypeError(f"{op} needs a floating-point tensor, got {a.dtype}; cast it with .float()")
+
+
 class Softmax(Function):
     def forward(self, a, dim):
+        _check_floating("softmax", a)
         rows, moved = _rows(a, dim)
         y = K.softmax_lastdim(rows)
         self.saved = (y, moved, dim)
@@ -39,6 +49,7 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     def forward(self, a, dim):
+        _check_floating("log_softmax", a)
         rows, moved = _rows(a, dim)
         y = K.log_softmax_lastdim(rows)
         self.saved = (y, moved, dim)
@@ -60,6 +71,7 @@ class CrossEntropy(Function):
     def forward(self, logits, targets, reduction, ignore_index):
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        _check_floating("cross_entropy", logits)
         targets = np.asarray(targets)
         if targets.dtype.kind not in "iu":
             raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")

@@ -1,9 +1,12 @@
 """Reductions over `dims` (a sorted tuple of axes). Backward broadcasts the gradient back over
 the reduced axes; a broadcast view costs no memory."""
+import math
+
 import numpy as np
 
 from ..autograd import Function
 from ..kernels import K
+from .elementwise import floating
 
 
 def _kept_shape(shape, dims):
@@ -25,8 +28,9 @@ def _as_rows(x, dims):
     """Move `dims` last and flatten: (rows, reduced) C-contiguous, what the row kernels take."""
     keep = tuple(i for i in range(x.ndim) if i not in dims)
     perm = keep + dims
-    n = int(np.prod([x.shape[d] for d in dims]))
-    rows = np.ascontiguousarray(x.transpose(perm)).reshape(-1, n)
+    # both counts spelled out: reshape(-1, 0) of an empty reduction cannot infer the rows
+    shape = (math.prod(x.shape[d] for d in keep), math.prod(x.shape[d] for d in dims))
+    rows = np.ascontiguousarray(x.transpose(perm)).reshape(shape)
     return rows, perm
 
 
@@ -57,22 +61,28 @@ class Mean(Function):
 
 
 class Var(Function):
-    """sum((x - mean)^2) / (N - correction) over dims."""
+    """sum((x - mean)^2) / (N - correction) over dims. With N <= correction the divisor is 0
+    (PyTorch's rule: no degrees of freedom left): the result is nan, or inf where the elements
+    differ, and the gradients 2 (x - mean) / 0 are nan or +-inf; Tensor.var warns."""
 
     def forward(self, a, dims, keepdim, correction):
-        n = int(np.prod([a.shape[d] for d in dims]))
-        diff = a - np.mean(a, axis=dims, keepdims=True)
-        self.saved = (diff, dims, n - correction)
-        return np.sum(diff * diff, axis=dims, keepdims=keepdim) / (n - correction)
+        n = math.prod(a.shape[d] for d in dims)
+        dof = max(n - correction, 0)
+        # an empty reduction has no mean (numpy would warn): its sum of squares is 0 all the same
+        diff = a - np.mean(a, axis=dims, keepdims=True) if n else a
+        self.saved = (diff, dims, dof)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.sum(diff * diff, axis=dims, keepdims=keepdim) / dof
 
     def backward(self, g):
-        diff, dims, denom = self.saved
-        return _expand_back(g, diff.shape, dims) * (2 / denom) * diff
+        diff, dims, dof = self.saved
+        with np.errstate(invalid="ignore"):  # g * inf * 0 is nan, as it should be
+            return _expand_back(g, diff.shape, dims) * (2 / dof if dof else math.inf) * diff
 
 
 class LogSumExp(Function):
     def forward(self, a, dims, keepdim):
-        rows, _ = _as_rows(a, dims)
+        rows, _ = _as_rows(floating(a), dims)
         out = K.logsumexp_lastdim(rows).reshape(_reduced_shape(a.shape, dims, keepdim))
         self.saved = (a, dims, out)
         return out
