@@ -152,8 +152,9 @@ def test_a_write_killed_halfway_leaves_the_previous_checkpoint_and_a_temporary_t
     r = subprocess.run([sys.executable, "-c", _KILL_MID_WRITE, corpus, str(out)], capture_output=True, text=True,
                        timeout=TIMEOUT)
     assert r.returncode == -signal.SIGKILL, r.stderr
-    torn = [p for p in out.iterdir() if p.name != "last.npz"]
+    torn = [p for p in out.iterdir() if p.name not in ("last.npz", "lock")]
     assert len(torn) == 1 and torn[0].name.startswith("last.npz.") and torn[0].name.endswith(".tmp")
+    assert (out / "lock").is_file()  # the killed run's, naming its dead pid
     with pytest.raises(checkpoint.CheckpointError):
         checkpoint.load(torn[0])  # the torn bytes exist, but never under the checkpoint's name
     assert charlm.load_model(out / "last.npz")[2]["step"] == 10
@@ -161,7 +162,8 @@ def test_a_write_killed_halfway_leaves_the_previous_checkpoint_and_a_temporary_t
     cfg = dict(corpus=corpus, steps=20, eval_every=10, hidden=16, seq_len=8, batch_size=4, seed=1)
     resumed = charlm.train(charlm.TrainConfig(out=str(out), resume=True, **cfg), log=logs.append)
     assert any("removed 1 unfinished checkpoint file" in m for m in logs), logs
-    assert sorted(p.name for p in out.iterdir()) == ["last.npz"]
+    assert any(m.startswith(f"took over the lock in {out}: its run (pid ") for m in logs), logs
+    assert sorted(p.name for p in out.iterdir()) == ["last.npz"]  # the lock released at the end
     full = charlm.train(charlm.TrainConfig(**cfg), log=lambda m: None)
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in full["history"]]
 

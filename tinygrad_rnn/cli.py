@@ -65,8 +65,10 @@ def cmd_train(args) -> int:
     cfg = charlm.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if cfg.clip_norm == 0:
         cfg.clip_norm = None
-    if cfg.steps is None and cfg.epochs is None:
-        cfg.steps = 1000
+    if cfg.clip_value == 0:
+        cfg.clip_value = None
+    if cfg.steps is None and cfg.epochs is None and not cfg.resume:
+        cfg.steps = 1000  # --resume without a budget continues to the run's own
     log = (lambda *a: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
     bar = None
     if not args.no_progress and not args.json:
@@ -96,10 +98,11 @@ def cmd_train(args) -> int:
     val = result["val"] or {}
     summary = {"steps": result["steps"], "train_loss": result["history"][-1]["loss"] if result["history"] else None,
                "val_loss": val.get("nats"), "val_bits": val.get("bits"), "val_ppl": val.get("perplexity"),
-               "tokens_per_s": result["tokens_per_s"], "wall_s": result["wall_s"], "checkpoint": result["checkpoint"]}
+               "tokens_per_s": result["tokens_per_s"], "wall_s": result["wall_s"], "checkpoint": result["checkpoint"],
+               "already_complete": result["complete"]}
     if args.json:
-        print(json.dumps(summary))
-    else:
+        print(_json_line(summary))
+    elif not result["complete"]:  # a complete run said so in the log; there is nothing new to show
         if val:
             print(f"validation: {val['nats']:.4f} nats/token, {val['bits']:.4f} bits/token, perplexity "
                   f"{val['perplexity']:.3f} (uniform baseline {val['uniform_perplexity']})")
@@ -108,6 +111,16 @@ def cmd_train(args) -> int:
         text = charlm.sample(result["model"], vocab, None, 300, temperature=0.8, seed=cfg.seed)
         print("sample:\n" + sampling.join_text(vocab, sampling.default_prime(vocab), text))
     return 0
+
+
+def _json_line(d: dict) -> str:
+    """`d` as one line of strict JSON: NaN and Infinity are not JSON, so a value that is not
+    finite becomes null and the "not_finite" field says what it was ({"perplexity": "inf"})."""
+    odd = {k: str(v) for k, v in d.items() if isinstance(v, float) and not math.isfinite(v)}
+    out = {k: (None if k in odd else v) for k, v in d.items()}
+    if odd:
+        out["not_finite"] = odd
+    return json.dumps(out, allow_nan=False)
 
 
 def _add_eval(sub):
@@ -129,7 +142,7 @@ def cmd_eval(args) -> int:
         ids = split(vocab.encode(load_corpus(cfg["corpus"])), cfg["val_frac"])[1]
     res = charlm.evaluate(model, ids, cfg["batch_size"], cfg["seq_len"])
     if args.json:
-        print(json.dumps(res))
+        print(_json_line(res))
     else:
         print(f"{res['tokens']} tokens: {res['nats']:.4f} nats/token, {res['bits']:.4f} bits/token, "
               f"perplexity {res['perplexity']:.3f} (uniform baseline {res['uniform_perplexity']})")
@@ -286,9 +299,23 @@ def main(argv=None) -> int:
         args.typed_options = _typed_train_options(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (KeyError, ValueError, OSError) as e:
+        # OSError: a file or directory named on the command line that cannot be read or written
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except MemoryError as e:
+        print(f"error: {args.command}: out of memory{': ' + _one_line(e) if str(e) else ''}; ask for a smaller "
+              f"model or text", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    # KeyError's str() is the repr of its argument, quotes included
+    text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

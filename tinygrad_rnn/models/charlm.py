@@ -55,6 +55,14 @@ class CharRNN(nn.Module):
         return tokens if self.embed is None else self.embed(tokens)
 
 
+def _perplexity(nats: float) -> float:
+    """exp(nats), or inf where that overflows: a diverged model's loss passes 709.8 nats a token."""
+    try:
+        return math.exp(nats)
+    except OverflowError:
+        return math.inf
+
+
 def detach_state(state):
     if state is None:
         return None
@@ -100,7 +108,7 @@ def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int = 32, seq_len: int
         count += y.size
     model.train(was_training)
     nats = total / count
-    return {"nats": nats, "bits": nats / math.log(2), "perplexity": math.exp(nats), "tokens": count,
+    return {"nats": nats, "bits": nats / math.log(2), "perplexity": _perplexity(nats), "tokens": count,
             "uniform_perplexity": model.vocab_size}
 
 

@@ -3,6 +3,7 @@ training starts or any checkpoint's config is trusted."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from .. import optim
 from .charlm import CELLS
@@ -82,3 +83,46 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"config fields 'dropout' and 'val_frac' must be in [0, 1), got {cfg.dropout!r} "
                          f"and {cfg.val_frac!r}")
     return cfg
+
+
+# ----------------------------------------------------------------------------- memory
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+_OPTIMIZER_SLOTS = {"sgd": 0, "adagrad": 1, "rmsprop": 1, "adam": 2}  # per-parameter buffers
+
+
+def estimate_bytes(cfg: TrainConfig, vocab_size: int) -> int:
+    """About how much memory training `cfg` takes (float32): parameters with their gradients,
+    optimizer buffers and the copy a checkpoint write makes, plus one step's activations
+    (each layer's gates and states, and the logits with their softmax and gradient)."""
+    g, H, V = _GATES[cfg.cell], cfg.hidden, vocab_size
+    inputs = [cfg.embedding or V] + [H] * (cfg.layers - 1)
+    params = sum(g * H * (i + H) + 2 * g * H for i in inputs) + V * H + V + V * cfg.embedding
+    slots = _OPTIMIZER_SLOTS[cfg.optimizer]
+    tokens = cfg.batch_size * cfg.seq_len
+    activations = tokens * (cfg.layers * H * (g + 3) + 3 * V + cfg.embedding)
+    return 4 * (params * (3 + 2 * slots) + activations)
+
+
+def available_bytes() -> int | None:
+    """Memory the system can give without swapping: MemAvailable on Linux, else the free
+    physical pages; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needed: int, what: str) -> None:
+    """Refuse, before allocating anything, a job that needs more memory than is available:
+    numpy would otherwise fail deep inside with a MemoryError, or the system would swap."""
+    have = available_bytes()
+    if have is not None and needed > have:
+        raise ValueError(f"{what} needs about {needed / 1e9:,.1f} GB ({needed:,} bytes) of memory; this machine "
+                         f"has {have / 1e9:,.1f} GB ({have:,} bytes) available")

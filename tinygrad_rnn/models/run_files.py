@@ -3,8 +3,13 @@ position, carried state, history), every check a checkpoint passes before it is 
 the checks that a resumed run is the run it claims to continue."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
 import pathlib
+import socket
+import time
 
 import numpy as np
 
@@ -135,9 +140,10 @@ _RESUME_MAY_CHANGE = ("corpus", "eval_every", "sample_every", "sample_len")
 
 
 def _resume_config(cfg: TrainConfig, saved: TrainConfig, path, asked=None) -> TrainConfig:
-    """The checkpoint's config with the budget of `cfg`. The fields in `asked` (by default,
-    those of `cfg` that differ from TrainConfig's defaults) count as asked for: a conflicting
-    one is refused, naming it."""
+    """The checkpoint's config with the budget of `cfg` when it names one (steps or epochs not
+    None), else the run's own budget: resuming continues the run it was, to the end it was
+    given. The fields in `asked` (by default, those of `cfg` that differ from TrainConfig's
+    defaults) count as asked for: a conflicting one is refused, naming it."""
     if asked is None:
         default = TrainConfig()
         asked = {f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != getattr(default, f.name)}
@@ -148,7 +154,8 @@ def _resume_config(cfg: TrainConfig, saved: TrainConfig, path, asked=None) -> Tr
                          f"{', '.join(conflicts)}. Leave those options out to continue the run as it was, or "
                          f"train a new model into a new --out.")
     keep = {n: getattr(cfg, n) for n in _RESUME_MAY_CHANGE if n in asked}
-    return dataclasses.replace(saved, **keep, **{n: getattr(cfg, n) for n in _RESUME_BUDGET})
+    budget = _RESUME_BUDGET if cfg.steps is not None or cfg.epochs is not None else ("out", "resume")
+    return dataclasses.replace(saved, **keep, **{n: getattr(cfg, n) for n in budget})
 
 
 def _vocab_difference(saved: Vocab, new: Vocab) -> str:
@@ -212,20 +219,118 @@ def _restore_optimizer(opt, arrays: dict, meta: dict, path) -> None:
             for name, value in buffers.items():
                 if not isinstance(value, np.ndarray) and type(value) not in (int, float):
                     raise ValueError(f"state {name!r} is {value!r}, not an array or a number")
+                if name == "step" and not (type(value) is int and value >= 0):
+                    # Adam's bias correction divides by 1 - beta**step: 0 or less is no step count
+                    raise ValueError(f"state 'step' is {value!r}, not a count of steps taken")
         opt.load_state_dict(sd)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: unusable optimizer state: "
                                          f"{type(e).__name__}: {e}") from e
 
 
-def _prepare_out_dir(out_dir: pathlib.Path, log) -> None:
-    """Fail before training, not at the first checkpoint hours later, if `out_dir` is unusable;
-    and sweep away temporary files that a killed run left half-written."""
+def _restore_rng(state, path) -> None:
+    """Set the framework's generator to a checkpoint's state, or say why it cannot be."""
+    numbers = [state.get(k) for k in ("has_uint32", "uinteger")] if isinstance(state, dict) else []
+    inner = state.get("state") if isinstance(state, dict) else None
+    if isinstance(inner, dict):
+        numbers += list(inner.values())
+    bad = [n for n in numbers if not (type(n) is int and n >= 0)]
+    try:
+        if bad or not numbers:
+            raise ValueError(f"its numbers must be whole and non-negative, got {bad[0] if bad else state!r}")
+        rng.set_state(state)
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: unusable RNG state: {e}") from e
+
+
+LOCK_NAME = "lock"  # in --out: {"pid": ..., "host": ...} of the run holding the directory
+
+
+@contextlib.contextmanager
+def hold_out_dir(out_dir: pathlib.Path, log):
+    """Hold `out_dir` for one training run: create it, take its lock file (refusing while
+    another live run holds it), sweep away temporary files a killed run left half-written,
+    and release the lock however the run ends.
+
+    Fails before training, not at the first checkpoint hours later, if `out_dir` cannot be
+    created or written: creating the lock file is the first write."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as e:
         raise ValueError(f"--out {str(out_dir)!r} is not a directory: {e}") from e
-    removed = checkpoint.remove_stale_temporaries(out_dir / "last.npz")
-    if removed:
-        log(f"removed {len(removed)} unfinished checkpoint file(s) left by an interrupted write: "
-            f"{', '.join(p.name for p in removed)}")
+    except OSError as e:
+        raise ValueError(f"--out {str(out_dir)!r} cannot be created: {e}") from e
+    lock = out_dir / LOCK_NAME
+    mine = _take_lock(lock, out_dir, log)
+    try:
+        # only now: the temporaries of a run still writing here would go too
+        removed = checkpoint.remove_stale_temporaries(out_dir / "last.npz")
+        if removed:
+            log(f"removed {len(removed)} unfinished checkpoint file(s) left by an interrupted write: "
+                f"{', '.join(p.name for p in removed)}")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text() == mine:  # never remove a lock another run took over
+                lock.unlink()
+
+
+def _take_lock(lock: pathlib.Path, out_dir: pathlib.Path, log) -> str:
+    """Create `lock` holding our pid and host; O_EXCL makes creation atomic, so of two runs
+    starting together exactly one gets it. A lock whose pid is dead on this host is stale (a
+    run killed by SIGKILL or a power cut) and is taken over. Returns what we wrote."""
+    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    for _ in range(100):  # a lock being written or removed by another run: look again shortly
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is None:
+                time.sleep(0.02)
+                continue
+            pid, host = owner
+            if host != socket.gethostname() or _alive(pid):
+                where = "" if host == socket.gethostname() else f" on host {host}"
+                raise ValueError(f"--out {str(out_dir)!r} is in use by another training run (pid {pid}{where}, "
+                                 f"lock file {lock}); wait for it to finish, use another --out, or delete the "
+                                 f"lock file if that run is gone")
+            log(f"took over the lock in {out_dir}: its run (pid {pid}) is no longer running")
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            continue
+        except OSError as e:
+            raise ValueError(f"--out {str(out_dir)!r} is not writable: {e}") from e
+        with os.fdopen(fd, "w") as f:
+            f.write(mine)
+        return mine
+    raise ValueError(f"--out {str(out_dir)!r}: could not take the lock file {lock}: other runs keep taking it")
+
+
+def _lock_owner(lock: pathlib.Path):
+    """(pid, host) from a lock file; None if it vanished or is being written (another run
+    creates it, then fills it). One that still does not parse a second later was left by a run
+    killed in between: it counts as held by a dead pid."""
+    try:
+        text, age = lock.read_text(), time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        d = json.loads(text)
+        pid, host = d["pid"], d["host"]
+        if type(pid) is int and pid > 0 and isinstance(host, str):
+            return pid, host
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None if age < 1 else (0, socket.gethostname())
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True

@@ -9,17 +9,18 @@ import json
 import math
 import os
 import pathlib
+import sys
 import time
 
-from .. import checkpoint, nn, rng
+from .. import nn, rng
 from ..nn import functional as F
 from ..text import BatchStream, Vocab, load_corpus, split
 # the model's names are looked up on charlm when used, so a test that swaps one there (to watch
 # what each step keeps, say) reaches the loop
 from . import charlm
-from .config import TrainConfig, check_config, make_optimizer
-from .run_files import (_model_from_arrays, _prepare_out_dir, _read_run, _restore_optimizer, _resume_config,
-                        _resume_state, _vocab_difference, save_checkpoint)
+from .config import TrainConfig, check_config, check_memory, estimate_bytes, make_optimizer
+from .run_files import (_model_from_arrays, _read_run, _restore_optimizer, _restore_rng, _resume_config,
+                        _resume_state, _vocab_difference, hold_out_dir, save_checkpoint)
 from .sampling import sample
 from .signals import TrainingInterrupted, _StopRequests
 
@@ -32,34 +33,49 @@ def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
     """Train per `cfg`; returns {"history": [...], "val": {...}, "steps", "tokens_per_s", ...}.
 
     With `cfg.out`, a checkpoint `last.npz` is written atomically at every evaluation and at
-    the end; `cfg.resume` continues from it exactly (parameters, optimizer, RNG, data position
-    and carried hidden state), so an interrupted run reproduces the uninterrupted loss curve.
-    On resume only the budget (steps/epochs), the corpus path and the reporting options may
-    change; other fields that were asked for (`asked`, a set of field names such as the CLI's
-    typed options; by default the fields that differ from TrainConfig's defaults) must match
-    the checkpoint, and the corpus must give the same vocabulary.
+    the end, and the directory is held by a lock file for the run's whole life (a second run
+    into it is refused, naming the first). `cfg.resume` continues from the checkpoint exactly
+    (parameters, optimizer, RNG, data position and carried hidden state), so an interrupted
+    run reproduces the uninterrupted loss curve, up to the run's saved budget unless `cfg`
+    names another (steps or epochs not None); a run already at its budget is left as it is
+    and the result has `"complete": True`. On resume only the budget, the corpus path and the
+    reporting options may change; other fields that were asked for (`asked`, a set of field
+    names such as the CLI's typed options; by default the fields that differ from
+    TrainConfig's defaults) must match the checkpoint, and the corpus must give the same
+    vocabulary.
 
-    SIGINT (Ctrl-C) or SIGTERM while the loop runs finishes the current step, writes the
-    checkpoint and raises `TrainingInterrupted`; the signal handlers in place before are
-    restored on the way out, however training ends.
+    A model that would not fit in the available memory is refused before anything is
+    allocated. SIGINT (Ctrl-C) or SIGTERM while the loop runs finishes the current step,
+    writes the checkpoint and raises `TrainingInterrupted`; the signal handlers in place
+    before are restored on the way out, however training ends.
     """
     # paths are stored in the checkpoint's JSON, which has no Path type
     cfg = dataclasses.replace(cfg, **{n: str(getattr(cfg, n)) for n in ("corpus", "out")
                                       if isinstance(getattr(cfg, n), os.PathLike)})
     check_config(cfg)
     out_dir = pathlib.Path(cfg.out) if cfg.out else None
-    ckpt_path = out_dir / "last.npz" if out_dir else None
+    if cfg.resume:
+        if out_dir is None:
+            raise ValueError("--resume needs --out, the directory that holds last.npz")
+        if not (out_dir / "last.npz").is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {out_dir / 'last.npz'}")
+    if out_dir is None:
+        return _train(cfg, None, log, progress, asked)
+    with hold_out_dir(out_dir, log):
+        return _train(cfg, out_dir / "last.npz", log, progress, asked)
+
+
+# A cross-entropy past this many nats a token has a perplexity beyond the largest float; a
+# fresh model sits near log(vocabulary size), under 10. Only a diverged run gets there (--lr
+# 1e30 gives 7e30 nats at step 2 while staying finite).
+DIVERGED_NATS = math.log(sys.float_info.max)
+
+
+def _train(cfg: TrainConfig, ckpt_path: pathlib.Path | None, log, progress, asked) -> dict:
     resumed = None
     if cfg.resume:
-        if ckpt_path is None:
-            raise ValueError("--resume needs --out, the directory that holds last.npz")
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         resumed = _read_run(ckpt_path, needs=("config", "vocab", "step", "position", "rng", "optimizer", "history"))
         cfg = _resume_config(cfg, resumed[2], ckpt_path, asked)
-    if out_dir is not None:
-        _prepare_out_dir(out_dir, log)
-
     text = load_corpus(cfg.corpus)
     corpus_sha256 = hashlib.sha256(text.encode()).hexdigest()
     vocab = Vocab.from_text(text, cfg.level, cfg.max_vocab)
@@ -72,6 +88,9 @@ def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
         if saved_sha not in (None, corpus_sha256):
             log(f"note: corpus {cfg.corpus or 'builtin'!r} is not the text the checkpoint was trained on (same "
                 f"vocabulary, other contents); training goes on, but will not match an uninterrupted run")
+    check_memory(estimate_bytes(cfg, len(vocab)), f"train: --hidden {cfg.hidden} --layers {cfg.layers} "
+                 f"--embedding {cfg.embedding} --batch-size {cfg.batch_size} --seq-len {cfg.seq_len} (cell "
+                 f"{cfg.cell}, {len(vocab)} tokens in the vocabulary)")
     ids = vocab.encode(text)
     train_ids, val_ids, _ = split(ids, cfg.val_frac)
     try:
@@ -87,28 +106,41 @@ def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
         (cfg.epochs if cfg.epochs is not None else 1) * stream.batches_per_epoch))
 
     rng.manual_seed(cfg.seed)
-    step, (epoch, index), state, history = 0, (0, 0), None, []
+    step, (epoch, index), state, history, saved_at = 0, (0, 0), None, [], None
     if resumed:
         arrays, meta, _, _ = resumed
         model = _model_from_arrays(arrays, cfg, vocab, ckpt_path)
         opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
         _restore_optimizer(opt, arrays, meta["optimizer"], ckpt_path)
-        try:
-            rng.set_state(meta["rng"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise checkpoint.CheckpointError(f"checkpoint {str(ckpt_path)!r}: unusable RNG state: {e}") from e
+        _restore_rng(meta["rng"], ckpt_path)
         step, (epoch, index), history, state = _resume_state(meta, arrays, cfg, stream.batches_per_epoch, ckpt_path)
-        log(f"resumed from {ckpt_path} at step {step}")
+        saved_at = step
+        if step >= total_steps:
+            budget = f"--steps {cfg.steps}" if cfg.steps is not None else f"--epochs {cfg.epochs or 1}"
+            log(f"the run in {ckpt_path.parent} is already complete: step {step} of {total_steps} ({budget}); nothing "
+                f"was trained. To train further, give it a larger budget: --resume --steps N, with N over {step}")
+            return {"history": history, "val": None, "steps": step, "model": model, "vocab": vocab,
+                    "tokens_per_s": 0.0, "wall_s": 0.0, "checkpoint": str(ckpt_path), "complete": True}
+        log(f"resumed from {ckpt_path} at step {step} of {total_steps}")
     else:
         model = charlm.CharRNN(len(vocab), cfg.hidden, cfg.layers, cfg.cell, cfg.embedding, cfg.dropout)
         opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-    saved_at = None
 
     def checkpoint_now():
         nonlocal saved_at
         if ckpt_path is not None and saved_at != step:
             save_checkpoint(ckpt_path, model, opt, cfg, vocab, step, (epoch, index), state, history, corpus_sha256)
             saved_at = step
+
+    def diverged(what):
+        if ckpt_path is None:
+            kept = "nothing was saved (no --out)"
+        elif saved_at is None:
+            first = f"at step {cfg.eval_every}" if cfg.eval_every else "at the end of training"
+            kept = f"no checkpoint was written (the first comes {first})"
+        else:
+            kept = f"the last good checkpoint ({ckpt_path}, step {saved_at}) is kept"
+        return TrainingDiverged(f"{what} at step {step + 1}; {kept}. Lower --lr or set --clip-norm.")
 
     model.train()
     tokens_per_step = cfg.batch_size * cfg.seq_len
@@ -123,18 +155,16 @@ def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
             logits, new_state = model(x, charlm.detach_state(state))
             loss = F.cross_entropy(logits.reshape(-1, len(vocab)), y.reshape(-1))
             loss_value = float(loss.item())
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(f"loss became {loss_value} at step {step + 1}; the last good checkpoint "
-                                       f"({ckpt_path or 'none: pass --out'}) is kept. Lower --lr or set --clip-norm.")
+            if not loss_value <= DIVERGED_NATS:
+                raise diverged(f"loss became {loss_value:.4g}" + " nats a token" * math.isfinite(loss_value))
             opt.zero_grad()
             loss.backward()
             params = list(model.parameters())
-            if cfg.clip_value is not None:
+            if cfg.clip_value:  # 0 is off, as for clip_norm: clipping every gradient to 0 would train nothing
                 nn.utils.clip_grad_value_(params, cfg.clip_value)
             norm = nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm else float("inf")).item()
             if not math.isfinite(norm):
-                raise TrainingDiverged(f"gradient norm became {norm} at step {step + 1}; the last good checkpoint "
-                                       f"({ckpt_path or 'none: pass --out'}) is kept. Lower --lr or set --clip-norm.")
+                raise diverged(f"gradient norm became {norm}")
             opt.step()
             state = new_state
             step += 1
@@ -162,7 +192,8 @@ def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
         raise TrainingInterrupted(stop.signum, step, str(ckpt_path) if ckpt_path else None)
     return {"history": history, "val": last_val, "steps": step, "model": model, "vocab": vocab,
             "tokens_per_s": steps_timed * tokens_per_step / train_time if steps_timed else 0.0,
-            "wall_s": time.perf_counter() - t_start, "checkpoint": str(ckpt_path) if ckpt_path else None}
+            "wall_s": time.perf_counter() - t_start, "checkpoint": str(ckpt_path) if ckpt_path else None,
+            "complete": False}
 
 
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
