@@ -184,19 +184,46 @@ def _add_graph(sub):
     p.set_defaults(func=cmd_graph)
 
 
+# A drawing of more steps is a wall of boxes; Graphviz's layout time grows fast with the graph
+# (80 steps took a minute), so past GRAPH_RENDER_STEPS only the .dot file is written.
+GRAPH_MAX_STEPS, GRAPH_RENDER_STEPS = 500, 30
+
+
 def cmd_graph(args) -> int:
     from . import viz
+    from .models import config
 
+    for flag, value, low, high in (("--steps", args.steps, 1, GRAPH_MAX_STEPS), ("--input", args.input, 1, None),
+                                   ("--hidden", args.hidden, 1, None)):
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"graph {flag}: must be {low} or more{f' and at most {high}' * (high is not None)}, "
+                             f"got {value}")
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[args.cell]
+    weights = gates * args.hidden * (args.input + args.hidden + 2) + args.input * (args.hidden + 1)
+    config.check_memory(4 * 3 * weights, f"graph --hidden {args.hidden} --input {args.input}")  # weights, grads, work
     loss, params = viz.unrolled_cell_loss(args.steps, args.cell, args.input, args.hidden)
     g = viz.collect_graph(loss, params)
-    dot, rendered = viz.write_graph(loss, pathlib.Path(args.out) / f"{args.cell}_graph.dot", params,
-                                    fmt=args.format)
+    dot = pathlib.Path(args.out) / f"{args.cell}_graph.dot"
+    if args.steps <= GRAPH_RENDER_STEPS:
+        try:
+            dot, rendered = viz.write_graph(loss, dot, params, fmt=args.format)
+        except RuntimeError as e:  # dot failed or took too long; the .dot file is written
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    else:
+        dot.parent.mkdir(parents=True, exist_ok=True)
+        dot.write_text(viz.to_dot(loss, params), encoding="utf-8")
+        rendered = None
     print(f"{args.steps} steps of {args.cell}: {g.count('op')} op nodes, {g.count('leaf')} parameters, "
           f"{g.count('const')} inputs, {len(g.edges)} edges; weight_hh feeds {g.uses('weight_hh')} ops "
           f"(one node, shared by every step)")
     print(f"wrote {dot}")
     if rendered is not None:
         print(f"wrote {rendered}")
+    elif args.steps > GRAPH_RENDER_STEPS:
+        print(f"not rendered: past {GRAPH_RENDER_STEPS} steps Graphviz takes minutes to lay the graph out; to "
+              f"render it anyway, run `dot -T{args.format} {dot} -o {dot.with_suffix('.' + args.format)}`",
+              file=sys.stderr)
     else:
         print(viz.GRAPHVIZ_HINT.format(dot=dot, svg=dot.with_suffix("." + args.format)))
     return 0

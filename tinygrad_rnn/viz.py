@@ -154,13 +154,27 @@ def write_graph(tensor: Tensor, path, params=None, show_grads: bool = False, fmt
     return dot_path, render_dot(dot_path, fmt)
 
 
+# Graphviz's layout time grows fast with the graph: an 80-step RNN graph took over a minute
+_DOT_TIMEOUT_S = 60
+
+
 def render_dot(dot_path, fmt: str = "svg"):
-    """`dot -T<fmt>` beside the .dot file; None when Graphviz is not installed."""
+    """`dot -T<fmt>` beside the .dot file; None when Graphviz is not installed. Raises
+    RuntimeError when `dot` fails or takes over a minute (it is stopped then)."""
     exe = shutil.which("dot")
     if exe is None:
         return None
     out = pathlib.Path(dot_path).with_suffix("." + fmt)
-    subprocess.run([exe, f"-T{fmt}", str(dot_path), "-o", str(out)], check=True, capture_output=True)
+    try:
+        subprocess.run([exe, f"-T{fmt}", str(dot_path), "-o", str(out)], check=True, capture_output=True,
+                       timeout=_DOT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        out.unlink(missing_ok=True)
+        raise RuntimeError(f"Graphviz's dot did not finish rendering {dot_path} in {_DOT_TIMEOUT_S} s and was "
+                           f"stopped; the .dot file is there to render with more patience, or draw fewer steps")
+    except subprocess.CalledProcessError as e:
+        detail = " ".join(e.stderr.decode(errors="replace").split())[:200] or f"exit status {e.returncode}"
+        raise RuntimeError(f"Graphviz's dot failed on {dot_path}: {detail}")
     return out
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import pathlib
 import tempfile
@@ -92,9 +93,14 @@ def download(url: str, dest, sha256: str, timeout: float = 60) -> pathlib.Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                for block in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(block)
+        except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError and timeouts are OSErrors
+            reason = getattr(e, "reason", None) or e
+            raise CorpusError(f"download of {url} failed ({' '.join(str(reason).split())}); check the network, "
+                              f"or fetch the file another way and pass its path: --corpus PATH") from None
         got = _sha256(tmp)
         if got != sha256:
             raise CorpusError(f"download of {url} has sha256 {got}, expected {sha256}; "
