@@ -162,7 +162,8 @@ def test_the_lock_holds_our_pid_while_training_and_is_released_however_training_
     assert seen[0] == {"pid": os.getpid(), "host": socket.gethostname()}
     assert not (out / "lock").exists()  # normal end
     with pytest.raises(charlm.TrainingInterrupted):
-        charlm.train(charlm.TrainConfig(**{**vars(cfg), "steps": 9}), log=lambda m: None, progress=interrupt_at(2))
+        charlm.train(charlm.TrainConfig(**{**vars(cfg), "steps": 9, "resume": True}), log=lambda m: None,
+                     progress=interrupt_at(5))
     assert not (out / "lock").exists()  # SIGINT
     with pytest.raises(ValueError, match="other settings than you asked for"):
         charlm.train(charlm.TrainConfig(**{**vars(cfg), "resume": True, "hidden": 32}), log=lambda m: None)
@@ -186,6 +187,18 @@ def test_sigterm_releases_the_lock(corpus, tmp_path):
     with pytest.raises(charlm.TrainingInterrupted):
         charlm.train(cfg, log=lambda m: None, progress=term)
     assert sorted(p.name for p in out.iterdir()) == ["last.npz"]
+
+
+def test_a_new_run_never_replaces_another_runs_checkpoint(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--corpus", corpus, "--steps", "3", "--out", out, *TINY)[0] == 0
+    before = (out / "last.npz").read_bytes()
+    code, _, err = run(capsys, "train", "--corpus", corpus, "--steps", "3", "--hidden", "8", "--out", out,
+                       "--no-progress")
+    assert code == 2 and err == (f"error: --out '{out}' already holds a run's checkpoint (last.npz); continue that "
+                                 f"run with --resume, or train into another --out (delete last.npz to start over "
+                                 f"there)\n")
+    assert (out / "last.npz").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["last.npz"]
 
 
 # ----------------------------------------------------------------------------- item 8: unwritable --out

@@ -12,6 +12,14 @@ import sys
 from .models import charlm, sampling
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors on one line: the message and where help is, not the
+    whole usage text (train's runs to a dozen lines)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 class _NoDefaults:
     """Stands in for TrainConfig() to build a parser that records only the options typed."""
 
@@ -266,6 +274,10 @@ def _add_gradcheck(sub):
     p.set_defaults(func=cmd_gradcheck)
 
 
+# hypothesis draws each example anew; past this many per op a run takes hours, not minutes
+GRADCHECK_MAX_EXAMPLES = 1000
+
+
 def cmd_gradcheck(args) -> int:
     import importlib.util
 
@@ -276,6 +288,10 @@ def cmd_gradcheck(args) -> int:
         print("error: gradcheck draws shapes with hypothesis: pip install hypothesis "
               "(or pip install -e '.[test]')", file=sys.stderr)
         return 2
+    if not 1 <= args.examples <= GRADCHECK_MAX_EXAMPLES:
+        raise ValueError(f"gradcheck --examples: must be 1 to {GRADCHECK_MAX_EXAMPLES}, got {args.examples}")
+    if args.seed < 0:
+        raise ValueError(f"gradcheck --seed: must be 0 or more, got {args.seed}")
     if args.backend:
         set_backend(args.backend)
     results = debug.check_gradients(args.op, seed=args.seed, examples=args.examples)
@@ -299,6 +315,9 @@ def _add_profile(sub):
 def cmd_profile(args) -> int:
     from . import debug
 
+    for flag, value, low in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0), ("--top", args.top, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"profile {flag}: must be {low} or more, got {value}")
     cfg = dict(corpus=args.corpus, cell=args.cell, hidden=args.hidden, seq_len=args.seq_len,
                batch_size=args.batch_size, eval_every=0, out=None)
     if args.warmup:
@@ -312,7 +331,7 @@ def cmd_profile(args) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="tinygrad-rnn", description=__doc__)
+    ap = _Parser(prog="tinygrad-rnn", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)

@@ -56,7 +56,7 @@ _JSON_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (boo
 _CHOICES = {"cell": tuple(CELLS), "level": ("char", "word"), "optimizer": ("sgd", "adagrad", "rmsprop", "adam"),
             "sampling": ("sequential", "random")}
 _AT_LEAST = {"hidden": 1, "layers": 1, "seq_len": 1, "batch_size": 1, "max_vocab": 1, "embedding": 0, "lr": 0,
-             "steps": 0, "eval_every": 0, "sample_every": 0, "sample_len": 0, "clip_norm": 0, "clip_value": 0,
+             "seed": 0, "steps": 0, "eval_every": 0, "sample_every": 0, "sample_len": 0, "clip_norm": 0, "clip_value": 0,
              "epochs": 0}
 
 
@@ -95,8 +95,8 @@ def estimate_bytes(cfg: TrainConfig, vocab_size: int) -> int:
     optimizer buffers and the copy a checkpoint write makes, plus one step's activations
     (each layer's gates and states, and the logits with their softmax and gradient)."""
     g, H, V = _GATES[cfg.cell], cfg.hidden, vocab_size
-    inputs = [cfg.embedding or V] + [H] * (cfg.layers - 1)
-    params = sum(g * H * (i + H) + 2 * g * H for i in inputs) + V * H + V + V * cfg.embedding
+    first, later = cfg.embedding or V, H  # each layer's input size (one-hot: the vocabulary)
+    params = g * H * (first + H + 2) + (cfg.layers - 1) * g * H * (later + H + 2) + V * H + V + V * cfg.embedding
     slots = _OPTIMIZER_SLOTS[cfg.optimizer]
     tokens = cfg.batch_size * cfg.seq_len
     activations = tokens * (cfg.layers * H * (g + 3) + 3 * V + cfg.embedding)

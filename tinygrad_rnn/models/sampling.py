@@ -68,6 +68,8 @@ def sample(model: CharRNN, vocab: Vocab, prime: str | None = None, length: int =
         raise ValueError(f"sample: temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0):
         raise ValueError(f"sample: top_k must be a whole number >= 0 (0 or None: every token), got {top_k!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"sample: seed must be None or a whole number >= 0, got {seed!r}")
     was_training = model.training
     model.eval()
     gen = np.random.default_rng(seed)

@@ -34,7 +34,8 @@ def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
 
     With `cfg.out`, a checkpoint `last.npz` is written atomically at every evaluation and at
     the end, and the directory is held by a lock file for the run's whole life (a second run
-    into it is refused, naming the first). `cfg.resume` continues from the checkpoint exactly
+    into it is refused, naming the first); a new run into a directory that already holds a
+    checkpoint is refused too, so no run's checkpoint is ever replaced by another's. `cfg.resume` continues from the checkpoint exactly
     (parameters, optimizer, RNG, data position and carried hidden state), so an interrupted
     run reproduces the uninterrupted loss curve, up to the run's saved budget unless `cfg`
     names another (steps or epochs not None); a run already at its budget is left as it is
@@ -62,6 +63,10 @@ def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
     if out_dir is None:
         return _train(cfg, None, log, progress, asked)
     with hold_out_dir(out_dir, log):
+        if not cfg.resume and (out_dir / "last.npz").exists():
+            # a new run would replace it at its first evaluation: the old run's work, gone
+            raise ValueError(f"--out {str(out_dir)!r} already holds a run's checkpoint (last.npz); continue that run "
+                             f"with --resume, or train into another --out (delete last.npz to start over there)")
         return _train(cfg, out_dir / "last.npz", log, progress, asked)
 
 
