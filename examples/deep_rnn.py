@@ -41,7 +41,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny budget for a smoke test")
     args = ap.parse_args(argv)
     if args.quick:
-        args.hidden, args.steps, args.seq_len = 16, 8, 16
+        args.hidden, args.steps, args.seq_len = 16, 40, 16
 
     name, text = load_text(args.corpus, max_chars=100_000 if args.quick else 500_000)
     vocab, train_ids, val_ids = char_data(text)

@@ -195,6 +195,7 @@ def main(argv=None):
     framework = runs["framework"]
     lockstep = 0.0
     agree_until = {"framework": 0, "numpy, W_hh*(1+1e-15)": 0}  # iterations whose loss matches numpy's
+    recent = []  # the framework's last 50 chunk losses: the smoothed loss lags far behind them
     print(f"{'iteration':>9}" + "".join(f"  {label:>22}" for label in runs))
     for n, (inputs, targets, restart) in enumerate(chunks(ids, args.iterations), 1):
         weights, h_prev = framework.weights(), np.zeros((HIDDEN, 1)) if restart else framework.state()
@@ -204,6 +205,7 @@ def main(argv=None):
             losses[label] = model.train_step(inputs, targets, restart)
             seconds[label] += time.perf_counter() - t0
             smooth[label] = 0.999 * smooth[label] + 0.001 * losses[label]
+        recent = (recent + [losses["framework"]])[-50:]
         lockstep = max(lockstep, lockstep_difference(weights, h_prev, framework.grads, inputs, targets))
         for label, until in agree_until.items():
             if until == n - 1 and abs(losses[label] - losses["numpy"]) <= 1e-9 * losses["numpy"]:
@@ -222,7 +224,8 @@ def main(argv=None):
           f"numpy by hand {1e3 * seconds['numpy'] / args.iterations:.2f} ms")
     print(f"result: lockstep_grad_rel_diff={lockstep:.3e} agree_until_iteration={agree_until['framework']} "
           f"nudged_agree_until_iteration={agree_until['numpy, W_hh*(1+1e-15)']} "
-          f"smooth_loss={smooth['framework']:.4f} iterations={args.iterations}")
+          f"smooth_loss={smooth['framework']:.4f} recent_loss={np.mean(recent):.4f} "
+          f"uniform_loss={-math.log(1 / len(chars)) * SEQ_LEN:.4f} iterations={args.iterations}")
     return lockstep, agree_until
 
 

@@ -138,7 +138,8 @@ def main(argv=None):
           f"at the end, validation perplexity {full_ppl:.2f}; detached (truncated BPTT) "
           f"{sum(cut_times):.1f} s, {cut_last:.3f} s/step at the end, perplexity {cut_ppl:.2f}")
     print(f"result: steps={steps} full_s_per_step={full_last:.3f} detached_s_per_step={cut_last:.3f} "
-          f"full_ppl={full_ppl:.3f} detached_ppl={cut_ppl:.3f} peak_rss_mb={peak_rss_mb():.0f}")
+          f"full_ppl={full_ppl:.3f} detached_ppl={cut_ppl:.3f} peak_rss_mb={peak_rss_mb():.0f} "
+          f"uniform_ppl={len(vocab)}")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny budget for a smoke test")
     args = ap.parse_args(argv)
     if args.quick:
-        args.hidden, args.steps = 32, 10
+        args.hidden, args.steps = 32, 80
 
     name, text = load_text(args.corpus, max_chars=60_000 if args.quick else None)
     vocab, train_ids, val_ids = char_data(text)

@@ -124,7 +124,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny budget for a smoke test")
     args = ap.parse_args(argv)
     if args.quick:
-        args.steps = 20
+        args.steps = 80
 
     test_rng = np.random.default_rng(12345)
     test = [reviews(100, length, test_rng) for length in range(5, 21)]  # 1,600 held-out reviews
