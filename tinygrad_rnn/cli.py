@@ -77,15 +77,23 @@ def cmd_train(args) -> int:
         cfg.clip_value = None
     if cfg.steps is None and cfg.epochs is None and not cfg.resume:
         cfg.steps = 1000  # --resume without a budget continues to the run's own
-    log = (lambda *a: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
     bar = None
-    if not args.no_progress and not args.json:
-        from tqdm import tqdm  # only the CLI draws bars; the library stays dependency-light
+    draw_bar = not args.no_progress and not args.json
 
-        bar = tqdm(total=cfg.steps, unit="step", dynamic_ncols=True, file=sys.stderr)
-        log = bar.write
+    def log(msg):
+        if args.json:
+            return
+        if bar is not None:
+            bar.write(msg)
+        else:
+            print(msg, file=sys.stderr)
 
     def progress(record, tok_s):
+        nonlocal bar
+        if draw_bar and bar is None:  # drawn from the first step on: a refusal before it leaves no empty bar
+            from tqdm import tqdm  # only the CLI draws bars; the library stays dependency-light
+
+            bar = tqdm(total=cfg.steps, initial=record["step"] - 1, unit="step", dynamic_ncols=True, file=sys.stderr)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=f"{math.exp(min(record['loss'], 50)):.2f}",
@@ -209,6 +217,10 @@ def cmd_graph(args) -> int:
     gates = {"rnn": 1, "gru": 3, "lstm": 4}[args.cell]
     weights = gates * args.hidden * (args.input + args.hidden + 2) + args.input * (args.hidden + 1)
     config.check_memory(4 * 3 * weights, f"graph --hidden {args.hidden} --input {args.input}")  # weights, grads, work
+    try:
+        pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"graph --out {args.out!r} cannot be used as a directory: {e}") from e
     loss, params = viz.unrolled_cell_loss(args.steps, args.cell, args.input, args.hidden)
     g = viz.collect_graph(loss, params)
     dot = pathlib.Path(args.out) / f"{args.cell}_graph.dot"
