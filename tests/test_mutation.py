@@ -82,9 +82,10 @@ def test_a_plant_that_changes_nothing_is_not_planted():
     assert ms.run(mutant).verdict == "not planted"
 
 
-def _elman_grads(plant=None):
-    """The gradients of a fused Elman cell's weights over 5 steps (the engine's run path),
-    with `plant` installed if given, and whether it changed anything."""
+def _elman_grads(ids, plant=None):
+    """The gradients of a fused Elman cell's weights over 5 steps fed token ids or dense rows
+    (the engine's run path either way), with `plant` installed if given, and whether it
+    changed anything."""
     log = ms.Log()
     with pytest.MonkeyPatch.context() as mp:
         if plant is not None:
@@ -93,24 +94,25 @@ def _elman_grads(plant=None):
         cell = nn.RNNCell(3, 4).double()
         rng = np.random.default_rng(0)
         h = Tensor(rng.standard_normal((2, 4)), requires_grad=True)
-        xs = Tensor(rng.standard_normal((5, 2, 3)), requires_grad=True)
+        xs = rng.integers(0, 3, (5, 2)) if ids else Tensor(rng.standard_normal((5, 2, 3)), requires_grad=True)
         for t in range(5):
             h = cell(xs[t], h)
         (h * h).sum().backward()
-        return [p.grad.data for p in cell.parameters()] + [xs.grad.data], log.changed
+        return [p.grad.data for p in cell.parameters()], log.changed
 
 
+@pytest.mark.parametrize("ids", [False, True], ids=["dense", "token-ids"])
 @pytest.mark.parametrize("how", ["scale", "drop"])
 @pytest.mark.parametrize("slot", [2, 3, 4, 5], ids=["w_ih", "w_hh", "b_ih", "b_hh"])
-def test_a_plant_moves_only_the_gradient_it_names(how, slot):
-    # the hardest case: W_hh and the biases get RowsGrad runs, the two biases one shared run
-    base, _ = _elman_grads()
-    got, changed = _elman_grads(ms.plant_in_backward(RNNCellStep, (how, slot), range(6)))
+def test_a_plant_moves_only_the_gradient_it_names(ids, how, slot):
+    # the hardest case: the weights get RowsGrad runs (W_ih one only for token ids), the two
+    # biases one shared run
+    base, _ = _elman_grads(ids)
+    got, changed = _elman_grads(ids, ms.plant_in_backward(RNNCellStep, (how, slot), range(6)))
     assert changed
     factor = 1 + ms.GRAD_ERROR if how == "scale" else 0
-    for i, (g, b) in enumerate(zip(got, base)):  # parameters in order w_ih, w_hh, b_ih, b_hh; then x
-        want = b * factor if i == slot - 2 else b
-        np.testing.assert_allclose(g, want, rtol=1e-13, atol=0, err_msg=f"gradient {i}")
+    for i, (g, b) in enumerate(zip(got, base)):  # in order w_ih, w_hh, b_ih, b_hh
+        np.testing.assert_allclose(g, b * factor if i == slot - 2 else b, rtol=1e-13, atol=0, err_msg=f"parameter {i}")
 
 
 def test_the_score_script_prints_a_row_per_target_and_the_score(capsys):
