@@ -40,8 +40,9 @@ def parse_result(stdout: str) -> dict:
 
 
 # Each check asserts a result clearly better than the example's baseline (uniform guessing,
-# chance, a smaller model) at the --quick budget. Every bound was set from 5 seeds (--seed 0..4)
-# of that budget; the comment beside it gives the range seen, so the margin is visible.
+# chance, a smaller model) at the --quick budget. Every bound was set from 5 seeds of that
+# budget (`python examples/_seeds.py NAME --quick`, seeds 0-4); the comment beside it gives
+# the range seen, so the margin is visible.
 
 def below(ppl, uniform, fraction) -> bool:
     """A finite perplexity above 1 and under `fraction` of uniform guessing's."""
