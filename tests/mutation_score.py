@@ -11,7 +11,8 @@ A mutant is a target and a kind of error planted in it:
 - an op of the op table (`tinygrad_rnn/op_table.py`), or a fused recurrent step: its Function's
   `backward`, wrapped so that one input's gradient is scaled by 1 + 1e-4 (`scale:<input>`),
   replaced by zeros (`drop:<input>`), or exchanged with another input's gradient of the same
-  shape (`swap`). Caught by the tests the suite runs on it: `test_ops.test_op` for a row of the
+  shape (`swap`); for a fused step also W_ih's gradient scaled in the calls fed token ids alone
+  (`scale:w_ih[token ids]`). Caught by the tests the suite runs on it: `test_ops.test_op` for a row of the
   table; for a fused step, the fused-vs-op-by-op, hand-written BPTT and gradcheck tests of
   `test_rnn.py`.
 - an optimizer: its update kernel, the step's change to the parameter scaled by 1 + 1e-4
@@ -211,14 +212,17 @@ def _swapped(grads, slots, log):
     return grads
 
 
-def plant_in_backward(fn_class, kind, slots):
-    """A plant wrapping fn_class.backward: `kind` is ("scale" | "drop", slot) or ("swap", slots)."""
+def plant_in_backward(fn_class, kind, slots, when=None):
+    """A plant wrapping fn_class.backward: `kind` is ("scale" | "drop", slot) or ("swap", slots);
+    with `when`, only in the calls where when(node) holds."""
     def plant(monkeypatch, log):
         original = fn_class.backward
         runs = _Runs(monkeypatch, log)
 
         def backward(self, g):
             out = original(self, g)
+            if when is not None and not when(self):
+                return out
             single = type(out) is not tuple
             grads = [out] if single else list(out)
             needed = [i for i in slots if self.needs_input_grad[i]]  # the engine drops the others
@@ -285,6 +289,10 @@ def _gru_check(monkeypatch):
     _fused_equals_generic(monkeypatch, "GRUCell")
     test_rnn.test_fused_gru_step_passes_gradcheck_and_names_bad_shapes()
     test_rnn.test_fused_steps_on_token_ids_pass_gradcheck("GRUCellStep")
+
+
+def _fed_token_ids(node) -> bool:
+    return rnn_ops.is_token_ids(node.saved[0])  # every step saves its input x first
 
 
 STEPS = [(rnn_ops.RNNCellStep, _rnn_check), (rnn_ops.LSTMCellStep, _lstm_check), (rnn_ops.GRUCellStep, _gru_check)]
@@ -360,7 +368,13 @@ def all_mutants() -> list:
     for fn_class, check in STEPS:
         n = len(inspect.signature(fn_class.forward).parameters) - 1
         n -= fn_class is rnn_ops.RNNCellStep  # its nonlinearity is a keyword, no gradient
-        mutants += backward_mutants(f"step:{fn_class.__name__}", fn_class, tuple(range(n)), check)
+        target = f"step:{fn_class.__name__}"
+        mutants += backward_mutants(target, fn_class, tuple(range(n)), check)
+        # W_ih's gradient for token ids is a scatter (a run of columns in the Elman step), not
+        # the dense product: a plant in that branch alone
+        w_ih = _input_names(fn_class, n).index("w_ih")
+        mutants.append(Mutant(target, "scale:w_ih[token ids]", plant_in_backward(
+            fn_class, ("scale", w_ih), tuple(range(n)), when=_fed_token_ids), check))
     for opt_class, kernel in OPTIMIZERS:
         for kind in ("scale:update", "drop:update", "scale:state"):
             mutants.append(Mutant(f"optim:{opt_class.__name__}", kind, plant_in_update(kernel, kind),
