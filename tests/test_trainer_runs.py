@@ -75,6 +75,8 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(corpus, tmp_path, 
     assert (out / "last.npz").read_bytes() == before
     code, stdout, _ = run(capsys, "train", "--out", out, "--resume", "--steps", "4", "--json")
     assert code == 0 and json.loads(stdout)["already_complete"] is True
+    code, _, err = run(capsys, "train", "--out", out, "--resume", "--steps", "4", "--no-progress")
+    assert code == 0 and "is already complete: step 6, past 4 (--steps 4); nothing was trained." in err
     assert (out / "last.npz").read_bytes() == before
     code, _, err = run(capsys, "train", "--out", out, "--resume", "--steps", "9", "--no-progress")
     assert code == 0, err

@@ -365,8 +365,8 @@ def main(argv=None) -> int:
         print(f"error: {args.command}: out of memory{': ' + _one_line(e) if str(e) else ''}; ask for a smaller "
               f"model or text", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C outside training's own handling, or pressed twice during it
+        print(f"{args.command}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
 
 

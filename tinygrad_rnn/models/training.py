@@ -122,8 +122,9 @@ def _train(cfg: TrainConfig, ckpt_path: pathlib.Path | None, log, progress, aske
         saved_at = step
         if step >= total_steps:
             budget = f"--steps {cfg.steps}" if cfg.steps is not None else f"--epochs {cfg.epochs or 1}"
-            log(f"the run in {ckpt_path.parent} is already complete: step {step} of {total_steps} ({budget}); nothing "
-                f"was trained. To train further, give it a larger budget: --resume --steps N, with N over {step}")
+            reached = f"step {step} of {total_steps}" if step == total_steps else f"step {step}, past {total_steps}"
+            log(f"the run in {ckpt_path.parent} is already complete: {reached} ({budget}); nothing was trained. To "
+                f"train further, give it a larger budget: --resume --steps N, with N over {step}")
             return {"history": history, "val": None, "steps": step, "model": model, "vocab": vocab,
                     "tokens_per_s": 0.0, "wall_s": 0.0, "checkpoint": str(ckpt_path), "complete": True}
         log(f"resumed from {ckpt_path} at step {step} of {total_steps}")
