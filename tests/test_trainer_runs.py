@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -153,6 +154,44 @@ def test_a_stale_lock_is_taken_over_with_a_message(corpus, tmp_path):
     charlm.train(charlm.TrainConfig(corpus=corpus, out=str(out), steps=2, hidden=16, seq_len=8, batch_size=4),
                  log=logs.append)
     assert f"took over the lock in {out}: its run (pid {dead.pid}) is no longer running" in logs
+    assert not (out / "lock").exists()
+
+
+def test_a_lock_that_never_got_its_contents_is_taken_over_once_old(corpus, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "lock").write_text("")  # a run killed between creating the lock and writing its pid
+    os.utime(out / "lock", (time.time() - 10, time.time() - 10))
+    logs = []
+    charlm.train(charlm.TrainConfig(corpus=corpus, out=str(out), steps=1, hidden=8, seq_len=8, batch_size=4),
+                 log=logs.append)
+    assert any(m.startswith(f"took over the lock in {out}") for m in logs), logs
+
+
+def test_of_many_runs_starting_together_exactly_one_gets_the_directory(tmp_path):
+    from tinygrad_rnn.models import run_files
+
+    out, start, release = tmp_path / "run", threading.Barrier(8), threading.Event()
+    got, refused = [], []
+
+    def contend():
+        start.wait()
+        try:
+            with run_files.hold_out_dir(out, log=lambda m: None):
+                got.append(1)
+                release.wait(10)
+        except ValueError as e:
+            refused.append(str(e))
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(refused) < 7 and time.monotonic() < deadline:  # the losers give up while the winner holds it
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join()
+    assert len(got) == 1 and len(refused) == 7 and all("in use by another training run" in e for e in refused)
     assert not (out / "lock").exists()
 
 

@@ -288,15 +288,18 @@ def _take_lock(lock: pathlib.Path, out_dir: pathlib.Path, log) -> str:
             if owner is None:
                 time.sleep(0.02)
                 continue
-            pid, host = owner
+            pid, host, seen = owner
             if host != socket.gethostname() or _alive(pid):
                 where = "" if host == socket.gethostname() else f" on host {host}"
                 raise ValueError(f"--out {str(out_dir)!r} is in use by another training run (pid {pid}{where}, "
                                  f"lock file {lock}); wait for it to finish, use another --out, or delete the "
                                  f"lock file if that run is gone")
-            log(f"took over the lock in {out_dir}: its run (pid {pid}) is no longer running")
+            # Unlinked only if it is still the stale lock we read: a run that took it over
+            # meanwhile keeps its own (a window of microseconds remains between read and unlink)
             with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
+                if lock.read_text() == seen:
+                    lock.unlink()
+                    log(f"took over the lock in {out_dir}: its run (pid {pid}) is no longer running")
             continue
         except OSError as e:
             raise ValueError(f"--out {str(out_dir)!r} is not writable: {e}") from e
@@ -307,9 +310,9 @@ def _take_lock(lock: pathlib.Path, out_dir: pathlib.Path, log) -> str:
 
 
 def _lock_owner(lock: pathlib.Path):
-    """(pid, host) from a lock file; None if it vanished or is being written (another run
-    creates it, then fills it). One that still does not parse a second later was left by a run
-    killed in between: it counts as held by a dead pid."""
+    """(pid, host, the file's text) from a lock file; None if it vanished or is being written
+    (another run creates it, then fills it). One that still does not parse a second later was
+    left by a run killed in between: it counts as held by a dead pid."""
     try:
         text, age = lock.read_text(), time.time() - lock.stat().st_mtime
     except FileNotFoundError:
@@ -318,10 +321,10 @@ def _lock_owner(lock: pathlib.Path):
         d = json.loads(text)
         pid, host = d["pid"], d["host"]
         if type(pid) is int and pid > 0 and isinstance(host, str):
-            return pid, host
+            return pid, host, text
     except (ValueError, KeyError, TypeError):
         pass
-    return None if age < 1 else (0, socket.gethostname())
+    return None if age < 1 else (0, socket.gethostname(), text)
 
 
 def _alive(pid: int) -> bool:
