@@ -13,8 +13,6 @@ goes.
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import pathlib
 import re
@@ -223,7 +221,7 @@ def test_init_ones_fills_in_place_without_recording(torch):
 
 
 # ----------------------------------------------------------------------------- optimizers
-def _quadratic(lib, params, target):
+def _quadratic(params, target):
     return sum(((p - t) ** 2).sum() for p, t in zip(params, target))
 
 
@@ -243,7 +241,7 @@ def test_step_with_a_closure_returns_its_loss_and_follows_pytorch(torch, name, k
 
         def closure():
             opt.zero_grad()
-            loss = _quadratic(lib, params, tgt)
+            loss = _quadratic(params, tgt)
             loss.backward()
             return loss
 
