@@ -209,13 +209,13 @@ def cmd_graph(args) -> int:
     from . import viz
     from .models import config
 
-    for flag, value, low, high in (("--steps", args.steps, 1, GRAPH_MAX_STEPS), ("--input", args.input, 1, None),
-                                   ("--hidden", args.hidden, 1, None)):
-        if value < low or (high is not None and value > high):
-            raise ValueError(f"graph {flag}: must be {low} or more{f' and at most {high}' * (high is not None)}, "
-                             f"got {value}")
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[args.cell]
-    weights = gates * args.hidden * (args.input + args.hidden + 2) + args.input * (args.hidden + 1)
+    if not 1 <= args.steps <= GRAPH_MAX_STEPS:
+        raise ValueError(f"graph --steps: must be 1 or more and at most {GRAPH_MAX_STEPS}, got {args.steps}")
+    for flag, value in (("--input", args.input), ("--hidden", args.hidden)):
+        if value < 1:
+            raise ValueError(f"graph {flag}: must be 1 or more, got {value}")
+    H, I = args.hidden, args.input
+    weights = config.GATES[args.cell] * H * (I + H + 2) + I * (H + 1)  # the cell and its read-out
     config.check_memory(4 * 3 * weights, f"graph --hidden {args.hidden} --input {args.input}")  # weights, grads, work
     try:
         pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -332,8 +332,9 @@ def _char_label(c: str) -> str:
 
 def hidden_heatmap(model, vocab, text: str, path, units: int | None = None) -> HiddenActivity:
     """PNG heat map of hidden units (rows, slowest-changing at the top) over the tokens of
-    `text` (columns: characters, or words at word level). `units` draws that many units spread evenly over the speed order;
-    default all. Returns the recorded activity (states, speed, order, shown units)."""
+    `text` (columns: characters, or words at word level). `units` draws that many units
+    spread evenly over the speed order; default all. Returns the recorded activity (states,
+    speed, order, shown units)."""
     act = hidden_activity(model, vocab, text)
     act.shown = _pick_units(act.order, units)
     # the tokens as the model read them: a word it never saw is labelled <unk>

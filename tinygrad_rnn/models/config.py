@@ -56,8 +56,8 @@ _JSON_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (boo
 _CHOICES = {"cell": tuple(CELLS), "level": ("char", "word"), "optimizer": ("sgd", "adagrad", "rmsprop", "adam"),
             "sampling": ("sequential", "random")}
 _AT_LEAST = {"hidden": 1, "layers": 1, "seq_len": 1, "batch_size": 1, "max_vocab": 1, "embedding": 0, "lr": 0,
-             "seed": 0, "steps": 0, "eval_every": 0, "sample_every": 0, "sample_len": 0, "clip_norm": 0, "clip_value": 0,
-             "epochs": 0}
+             "seed": 0, "steps": 0, "eval_every": 0, "sample_every": 0, "sample_len": 0, "clip_norm": 0,
+             "clip_value": 0, "epochs": 0}
 
 
 def _is_kind(value, annotation: str) -> bool:
@@ -86,7 +86,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------- memory
-_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # weight blocks per cell: one per gate
 _OPTIMIZER_SLOTS = {"sgd": 0, "adagrad": 1, "rmsprop": 1, "adam": 2}  # per-parameter buffers
 
 
@@ -94,7 +94,7 @@ def estimate_bytes(cfg: TrainConfig, vocab_size: int) -> int:
     """About how much memory training `cfg` takes (float32): parameters with their gradients,
     optimizer buffers and the copy a checkpoint write makes, plus one step's activations
     (each layer's gates and states, and the logits with their softmax and gradient)."""
-    g, H, V = _GATES[cfg.cell], cfg.hidden, vocab_size
+    g, H, V = GATES[cfg.cell], cfg.hidden, vocab_size
     first, later = cfg.embedding or V, H  # each layer's input size (one-hot: the vocabulary)
     params = g * H * (first + H + 2) + (cfg.layers - 1) * g * H * (later + H + 2) + V * H + V + V * cfg.embedding
     slots = _OPTIMIZER_SLOTS[cfg.optimizer]

@@ -35,15 +35,16 @@ def train(cfg: TrainConfig, log=print, progress=None, asked=None) -> dict:
     With `cfg.out`, a checkpoint `last.npz` is written atomically at every evaluation and at
     the end, and the directory is held by a lock file for the run's whole life (a second run
     into it is refused, naming the first); a new run into a directory that already holds a
-    checkpoint is refused too, so no run's checkpoint is ever replaced by another's. `cfg.resume` continues from the checkpoint exactly
-    (parameters, optimizer, RNG, data position and carried hidden state), so an interrupted
-    run reproduces the uninterrupted loss curve, up to the run's saved budget unless `cfg`
-    names another (steps or epochs not None); a run already at its budget is left as it is
-    and the result has `"complete": True`. On resume only the budget, the corpus path and the
-    reporting options may change; other fields that were asked for (`asked`, a set of field
-    names such as the CLI's typed options; by default the fields that differ from
-    TrainConfig's defaults) must match the checkpoint, and the corpus must give the same
-    vocabulary.
+    checkpoint is refused too, so no run's checkpoint is ever replaced by another's.
+
+    `cfg.resume` continues from the checkpoint exactly (parameters, optimizer, RNG, data
+    position and carried hidden state), so an interrupted run reproduces the uninterrupted
+    loss curve, up to the run's saved budget unless `cfg` names another (steps or epochs not
+    None); a run already at its budget is left as it is and the result has `"complete": True`.
+    On resume only the budget, the corpus path and the reporting options may change; other
+    fields that were asked for (`asked`, a set of field names such as the CLI's typed options;
+    by default the fields that differ from TrainConfig's defaults) must match the checkpoint,
+    and the corpus must give the same vocabulary.
 
     A model that would not fit in the available memory is refused before anything is
     allocated. SIGINT (Ctrl-C) or SIGTERM while the loop runs finishes the current step,
