@@ -1,0 +1,88 @@
+"""The golden set: what users compute, pinned bit for bit at 387c2fe (before the engine
+redesign of issue 26), so that a change which moves or simplifies the machinery cannot change a
+single bit of what a training step, a recurrent layer or a random program computes.
+
+Each family's cases (tests/golden/cases.py) run again with the current code and every array
+they return must equal the stored one exactly (np.array_equal): losses, outputs, final states,
+every parameter's and input's gradient, and the parameters after an optimizer step.
+
+- charlm_h64, charlm_h256: the charlm benchmark's step (nn.RNNCell loop on token ids or one-hot
+  rows, Linear head, cross-entropy, SGD) and the CLI's (CharRNN on token ids or through an
+  embedding, Adam with clip_grad_norm_, two windows with the state carried over);
+- lstm_gru: LSTM and GRU models, layers and cells; bidirectional: 2-layer bidirectional
+  RNN/LSTM/GRU layers (relu, batch-first token ids, dropout among them);
+- edges: the recurrent cases again with the engine's block and flush thresholds set small
+  (`cases.thresholds`), loops past the default thresholds, and 40 fuzz programs;
+- fuzz: 200 random programs from tests/fuzz_programs.py, stored as data.
+
+Everything runs in float32 and float64 (the H=256 steps in one dtype each, to keep the stored
+files near 5 MB). The stored files are written by tests/golden/make_golden.py and are not to be
+regenerated to make this test pass: find the commit that changed the bits instead.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import numpy as np
+import pytest
+
+from golden import cases
+
+GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
+FAMILIES = ("charlm_h64", "charlm_h256", "lstm_gru", "bidirectional", "edges", "fuzz")
+
+
+def stored(family: str) -> dict:
+    """{case: {array name: array}} as make_golden.py wrote them."""
+    out = {}
+    with np.load(GOLDEN / f"{family}.npz", allow_pickle=False) as z:
+        for key in z.files:
+            if key != "programs":
+                case, name = key.split("/", 1)
+                out.setdefault(case, {})[name] = z[key]
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def programs() -> list:
+    with np.load(GOLDEN / "fuzz.npz", allow_pickle=False) as z:
+        return cases.load_programs(z["programs"])
+
+
+def differences(family: str, case: str, got: dict, want: dict) -> list:
+    """One line per array that is missing, extra, of another dtype or shape, or not equal."""
+    where = f"{family}/{case}"
+    lines = []
+    for name in sorted(want.keys() | got.keys()):
+        if name not in got or name not in want:
+            lines.append(f"{where}: {name} {'is missing' if name not in got else 'is new'}")
+            continue
+        g, w = got[name], want[name]
+        if g.dtype != w.dtype or g.shape != w.shape:
+            lines.append(f"{where}: {name} is {g.shape} {g.dtype}, the golden one {w.shape} {w.dtype}")
+        elif not np.array_equal(g, w):
+            diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+            lines.append(f"{where}: {name} differs in {np.count_nonzero(diff)} of {w.size} elements, "
+                         f"max |new - golden| = {diff.max():.3g} (golden max |x| = {np.abs(w).max():.3g})")
+    return lines
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_bits_as_the_golden_set(family):
+    want = stored(family)
+    to_run = cases.families(programs())[family]
+    assert sorted(to_run) == sorted(want), f"{family}: the cases are not the stored ones"
+    problems = []
+    for case, run in to_run.items():
+        problems += differences(family, case, run(), want[case])
+    assert not problems, (f"{len(problems)} arrays differ from the golden set of 387c2fe:\n"
+                          + "\n".join(problems[:40]))
+
+
+def test_a_changed_bit_is_reported_with_the_case_the_array_and_the_difference():
+    want = {"loss": np.array(1.5, np.float32), "grad.w": np.array([1.0, 2.0], np.float32)}
+    got = {"loss": want["loss"], "grad.w": np.nextafter(want["grad.w"], np.float32(3))}
+    (line,) = differences("fam", "case.float32", got, want)
+    assert line.startswith("fam/case.float32: grad.w differs in 2 of 2 elements, max |new - golden| = 2.38e-07")
+
