@@ -295,3 +295,42 @@ def test_chunk_and_arange_refuse_zero_with_a_message():
         Tensor([1.0, 2.0]).chunk(0)
     with pytest.raises(ValueError, match="step must be nonzero"):  # was ZeroDivisionError
         tg.arange(0, 3, 0)
+
+
+# ============================================================================ casts and bounds
+def test_a_cast_to_integers_leaves_the_graph_as_in_pytorch():
+    x = Tensor([1.5, 2.5], requires_grad=True)
+    n = x.long()  # it stayed in the graph: (x.long() * 1).sum().backward() gave x a gradient of 1
+    assert n.dtype == np.int64 and not n.requires_grad and n.grad_fn is None
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        (n * 1).sum().backward()
+    assert x.to(np.float64).requires_grad  # a float cast stays differentiable
+
+
+def test_a_cast_to_a_non_numeric_dtype_is_refused():
+    for dtype in (str, object):
+        with pytest.raises(TypeError) as e:  # it made a string or object tensor
+            Tensor([1.0]).to(dtype)
+        assert one_line(e).startswith("to: invalid dtype")
+
+
+@pytest.mark.parametrize("bound", ["a", Tensor([2.0, 2.0]), [1.0]], ids=["str", "Tensor", "list"])
+def test_clamp_bounds_must_be_numbers(bound):
+    with pytest.raises(TypeError) as e:  # numpy's "did not contain a loop" or "does not support ufuncs"
+        Tensor([1.0, 3.0]).clamp(bound)
+    assert "clamp: min and max must be numbers" in one_line(e)
+    assert Tensor([1.0, 3.0]).clamp(np.float64(2.0), 2).dtype == np.float32  # numpy numbers are fine
+
+
+def test_cross_entropy_of_0d_logits_and_nll_loss_of_integers_say_why():
+    with pytest.raises(ShapeError) as e:  # was "tuple index out of range"
+        F.cross_entropy(Tensor(1.0), np.array(0))
+    assert "class dimension" in one_line(e)
+    with pytest.raises(TypeError) as e:  # gave a float64 loss; PyTorch: not implemented for 'Long'
+        F.nll_loss(Tensor([[1, 2]]), np.array([0]))
+    assert "nll_loss" in one_line(e) and "int64" in one_line(e)
+
+
+def test_repr_of_an_empty_tensor_shows_its_shape():
+    assert repr(Tensor(np.zeros((2, 0), np.float32))) == "Tensor([], size=(2, 0))"  # was Tensor([])
+    assert repr(Tensor([])) == "Tensor([])"

@@ -200,7 +200,7 @@ class Tensor:
 
     def __repr__(self) -> str:
         body = np.array2string(self.data, separator=", ", prefix="Tensor(", precision=4)
-        extra = ""
+        extra = f", size={self.shape}" if self.data.size == 0 and self.ndim > 1 else ""
         if self.data.dtype != np.float32:
             extra += f", dtype={self.data.dtype}"
         if self._ctx is not None:
@@ -257,7 +257,12 @@ class Tensor:
         return self.to(np.int64)
 
     def to(self, dtype) -> "Tensor":
-        return _E.Cast.apply(self, dtype=np.dtype(dtype))
+        dtype = np.dtype(dtype)
+        if dtype.kind not in _NUMERIC_KINDS:
+            raise TypeError(f"to: invalid dtype {dtype}; expected bool, an integer, a float or a complex dtype")
+        if dtype.kind != "f":  # rounding has no gradient: the result leaves the graph, as in PyTorch
+            return Tensor._make(self.data.astype(dtype), False, None)
+        return _E.Cast.apply(self, dtype=dtype)
 
     astype = to
 
@@ -313,6 +318,10 @@ class Tensor:
     def clamp(self, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
+        for b in (min, max):  # numpy would take a string or a Tensor and fail deep inside
+            if b is not None and not isinstance(b, (int, float, np.integer, np.floating)):
+                raise TypeError(f"clamp: min and max must be numbers, got {type(b).__name__} "
+                                "(for tensor bounds use x.maximum(lo).minimum(hi))")
         # numpy scalars become Python numbers so a float64 bound cannot widen a float32 tensor
         lo, hi = (b.item() if isinstance(b, np.generic) else b for b in (min, max))
         return _E.Clamp.apply(self, lo=lo, hi=hi)

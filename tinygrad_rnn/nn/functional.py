@@ -40,6 +40,8 @@ def nll_loss(input: Tensor, target, ignore_index: int = -100, reduction: str = "
     (so `nll_loss(log_softmax(x), t) == cross_entropy(x, t)`)."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if input.dtype.kind != "f":  # PyTorch refuses too; an integer mean would be a float64 surprise
+        raise TypeError(f"nll_loss: input must hold floating-point log-probabilities, got dtype {input.dtype}")
     t = np.asarray(target.data if isinstance(target, Tensor) else target)
     if t.dtype.kind not in "iu":
         raise TypeError(f"nll_loss: target must hold integer class indices, got dtype {t.dtype}")

@@ -72,6 +72,8 @@ class CrossEntropy(Function):
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         _check_floating("cross_entropy", logits)
+        if logits.ndim == 0:
+            raise ValueError("logits need a class dimension, got a 0-d tensor")
         targets = np.asarray(targets)
         if targets.dtype.kind not in "iu":
             raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
