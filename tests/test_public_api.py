@@ -523,12 +523,12 @@ TESTED_IN = {
     """,
     "tests/test_nn.py": """
         Module.children Module.eval Module.modules Module.named_parameters Module.to Module.train
-        Module.zero_grad Optimizer.zero_grad Tensor.clip Tensor.grad_fn Tensor.relu Tensor.std
-        Tensor.to tinygrad_rnn.nn.CrossEntropyLoss tinygrad_rnn.nn.Dropout tinygrad_rnn.nn.Embedding
-        tinygrad_rnn.nn.GRU tinygrad_rnn.nn.GRUCell tinygrad_rnn.nn.LSTM tinygrad_rnn.nn.LSTMCell
-        tinygrad_rnn.nn.MSELoss tinygrad_rnn.nn.Module tinygrad_rnn.nn.ModuleList
-        tinygrad_rnn.nn.NLLLoss tinygrad_rnn.nn.Parameter tinygrad_rnn.nn.RNN
-        tinygrad_rnn.nn.functional.linear tinygrad_rnn.nn.functional.mse_loss
+        Module.zero_grad Optimizer.zero_grad Tensor.abs Tensor.clip Tensor.grad_fn Tensor.relu
+        Tensor.std Tensor.to tinygrad_rnn.nn.CrossEntropyLoss tinygrad_rnn.nn.Dropout
+        tinygrad_rnn.nn.Embedding tinygrad_rnn.nn.GRU tinygrad_rnn.nn.GRUCell tinygrad_rnn.nn.LSTM
+        tinygrad_rnn.nn.LSTMCell tinygrad_rnn.nn.MSELoss tinygrad_rnn.nn.Module
+        tinygrad_rnn.nn.ModuleList tinygrad_rnn.nn.NLLLoss tinygrad_rnn.nn.Parameter
+        tinygrad_rnn.nn.RNN tinygrad_rnn.nn.functional.linear tinygrad_rnn.nn.functional.mse_loss
         tinygrad_rnn.nn.functional.nll_loss tinygrad_rnn.nn.functional.relu
         tinygrad_rnn.nn.init.constant_ tinygrad_rnn.nn.init.normal_ tinygrad_rnn.nn.init.orthogonal_
         tinygrad_rnn.nn.init.uniform_ tinygrad_rnn.nn.init.xavier_uniform_
@@ -555,11 +555,11 @@ TESTED_IN = {
         tinygrad_rnn.zeros tinygrad_rnn.zeros_like
     """,
     "tests/test_ops.py": """
-        Tensor.abs Tensor.add Tensor.astype Tensor.clamp Tensor.div Tensor.exp Tensor.expand
-        Tensor.log_softmax Tensor.long Tensor.matmul Tensor.maximum Tensor.mean Tensor.min
-        Tensor.minimum Tensor.mul Tensor.pow Tensor.reshape Tensor.softmax Tensor.split Tensor.sub
-        Tensor.transpose tinygrad_rnn.cat tinygrad_rnn.clamp tinygrad_rnn.concatenate
-        tinygrad_rnn.log_softmax tinygrad_rnn.matmul tinygrad_rnn.maximum tinygrad_rnn.minimum
+        Tensor.add Tensor.astype Tensor.clamp Tensor.div Tensor.exp Tensor.expand Tensor.log_softmax
+        Tensor.long Tensor.matmul Tensor.maximum Tensor.mean Tensor.min Tensor.minimum Tensor.mul
+        Tensor.pow Tensor.reshape Tensor.softmax Tensor.split Tensor.sub Tensor.transpose
+        tinygrad_rnn.cat tinygrad_rnn.clamp tinygrad_rnn.concatenate tinygrad_rnn.log_softmax
+        tinygrad_rnn.matmul tinygrad_rnn.maximum tinygrad_rnn.minimum
         tinygrad_rnn.nn.functional.dropout tinygrad_rnn.nn.functional.embedding
         tinygrad_rnn.nn.functional.log_softmax tinygrad_rnn.nn.functional.one_hot
         tinygrad_rnn.nn.functional.softmax tinygrad_rnn.softmax tinygrad_rnn.tensor
