@@ -334,3 +334,24 @@ def test_cross_entropy_of_0d_logits_and_nll_loss_of_integers_say_why():
 def test_repr_of_an_empty_tensor_shows_its_shape():
     assert repr(Tensor(np.zeros((2, 0), np.float32))) == "Tensor([], size=(2, 0))"  # was Tensor([])
     assert repr(Tensor([])) == "Tensor([])"
+
+
+# ============================================================================ the other operand
+def test_comparisons_with_non_numbers_answer_as_in_pytorch():
+    x = Tensor([1.0, 2.0])
+    assert (x == None) is False and (x != "a") is True  # noqa: E711 (it gave a bool tensor)
+    with pytest.raises(TypeError) as e:  # numpy's "ufunc 'less' did not contain a loop ..."
+        x < "a"
+    assert one_line(e) == "'<' not supported between instances of 'Tensor' and 'str'"
+    np.testing.assert_array_equal((x < [2, 2]).numpy(), [True, False])  # numbers still compare
+    np.testing.assert_array_equal((x == np.float64(2.0)).numpy(), [False, True])
+
+
+def test_a_list_operand_follows_a_float_tensor_s_dtype_as_a_number_does():
+    x64 = Tensor(np.array([1.0, 2.0]))
+    y = x64 + [0.5, 1]  # was refused: the list became float32 and met a float64 tensor
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y.numpy(), [1.5, 3.0])
+    assert (Tensor([1.0, 2.0]) * [2, 3]).dtype == np.float32  # was refused: int64 list vs float32
+    with pytest.raises(ShapeError, match="dtype mismatch"):  # an array keeps its dtype: cast it explicitly
+        Tensor([1.0, 2.0]) + np.array([1.0, 2.0])

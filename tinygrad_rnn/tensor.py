@@ -297,12 +297,12 @@ class Tensor:
     pow = __pow__
 
     # comparisons give boolean tensors; they are not differentiable
-    def __lt__(self, other): return Tensor._make(self.data < _raw(other), False, None)
-    def __le__(self, other): return Tensor._make(self.data <= _raw(other), False, None)
-    def __gt__(self, other): return Tensor._make(self.data > _raw(other), False, None)
-    def __ge__(self, other): return Tensor._make(self.data >= _raw(other), False, None)
-    def __eq__(self, other): return Tensor._make(np.asarray(self.data == _raw(other)), False, None)
-    def __ne__(self, other): return Tensor._make(np.asarray(self.data != _raw(other)), False, None)
+    def __lt__(self, other): return _compare(np.less, self, other)
+    def __le__(self, other): return _compare(np.less_equal, self, other)
+    def __gt__(self, other): return _compare(np.greater, self, other)
+    def __ge__(self, other): return _compare(np.greater_equal, self, other)
+    def __eq__(self, other): return _compare(np.equal, self, other)
+    def __ne__(self, other): return _compare(np.not_equal, self, other)
 
     # ------------------------------------------------------------------ elementwise math
     def exp(self): return _E.Exp.apply(self)
@@ -513,6 +513,20 @@ def _raw(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def _compare(fn, t: Tensor, other):
+    """fn(t, other) as a boolean tensor. NotImplemented for a string, None or another
+    non-number, so Python answers as PyTorch does: `t == None` is False, `t < "a"` a TypeError
+    naming both types (numpy would compare elementwise or fail in its ufunc machinery)."""
+    if isinstance(other, Tensor):
+        other = other.data
+    elif isinstance(other, (list, tuple)):
+        other = _to_array(other)
+    elif not isinstance(other, (int, float, np.ndarray, np.number, np.bool_)) or \
+            isinstance(other, np.ndarray) and other.dtype.kind not in _NUMERIC_KINDS:
+        return NotImplemented
+    return Tensor._make(np.asarray(fn(t.data, other)), False, None)
+
+
 def _scalar(x, op):
     if isinstance(x, np.generic):
         return x.item()
@@ -531,7 +545,12 @@ def _operand(x, like: Tensor):
         return x
     if isinstance(x, (bool, int, float, np.generic)):
         return _scalar(x, "binary op")
-    if isinstance(x, (np.ndarray, list, tuple)):
+    if isinstance(x, (list, tuple)):
+        # a list of numbers has no dtype of its own: on a float tensor it follows the tensor, as
+        # a number does (`x64 + [0.5]` would otherwise meet a float32 list and be refused)
+        arr = _to_array(x)
+        return Tensor(arr, dtype=like.dtype if like.dtype.kind == "f" and arr.dtype.kind in "biuf" else None)
+    if isinstance(x, np.ndarray):
         return Tensor(x)
     raise TypeError(f"unsupported operand type {type(x).__name__} for a Tensor op")
 
