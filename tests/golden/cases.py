@@ -60,6 +60,19 @@ def _fuzz_namespace() -> dict:
             "GRUCellStep": GRUCellStep, "WIDE": np.float64}
 
 
+def environment() -> dict:
+    """What besides the code decides the bits: numpy's and numba's versions, the BLAS numpy
+    calls with the kernel set it picked for this CPU, and the CPU numba compiles for."""
+    import llvmlite.binding
+    import numba
+    import threadpoolctl
+
+    blas = sorted(f"{i['internal_api']} {i['version']} {i.get('architecture')}"
+                  for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+    return {"numpy": np.__version__, "numba": numba.__version__, "blas": blas,
+            "cpu": llvmlite.binding.get_host_cpu_name()}
+
+
 # ----------------------------------------------------------------------------- helpers
 def _fill(module, seed: int, dtype):
     """Every parameter from U(-1/sqrt(n), 1/sqrt(n)), n its last dimension: our own numbers,

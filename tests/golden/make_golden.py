@@ -5,6 +5,11 @@ to compare bit for bit with later commits.
     python tests/golden/make_golden.py                       # with the installed checkout
     PYTHONPATH=/path/to/other/checkout python tests/golden/make_golden.py --out DIR
 
+environment.json records what besides the code decides the bits (numpy, numba, the BLAS
+kernels picked for the CPU, the CPU numba compiles for): the same code gives other bits on
+another machine, where the test skips. To compare commits there, capture the set there at
+387c2fe first (git worktree add DIR 387c2fe; PYTHONPATH=DIR python tests/golden/make_golden.py).
+
 It is meant to be run once, at the commit the set pins (387c2fe, before the engine redesign of
 issue 26), not to refresh the files after a change: a change in these bits is a change users see.
 
@@ -111,6 +116,7 @@ def main(argv=None) -> None:
         programs = draw_programs(N_PROGRAMS, SEED)
         blob = np.frombuffer(json.dumps(programs).encode(), np.uint8)
     print(f"{len(programs)} fuzz programs in {time.perf_counter() - t0:.1f} s")
+    (args.out / "environment.json").write_text(json.dumps(cases.environment(), indent=1) + "\n")
     for family, family_cases in cases.families(programs).items():
         t0 = time.perf_counter()
         arrays = {"programs": blob} if family == "fuzz" else {}
