@@ -5,15 +5,11 @@ Where to look first: `tensor.py` (the Tensor), `autograd.py` (Function and the b
 reference beside each).
 """
 from . import _malloc  # noqa: F401  (freed arrays stay in malloc for reuse; see _malloc.py)
-from .tensor import (  # noqa: F401  (tensor first: it pulls in autograd and the ops)
-    RemovableHandle,
-    Tensor,
+from .tensor import RemovableHandle, Tensor, float32, float64, int64  # noqa: F401  (first: it pulls in autograd and the ops)
+from .factories import (  # noqa: F401
     arange,
     eye,
-    float32,
-    float64,
     full,
-    int64,
     ones,
     ones_like,
     rand,

@@ -11,7 +11,6 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import rng as _random
 
 float32 = np.float32
 float64 = np.float64
@@ -508,158 +507,10 @@ class RemovableHandle:
         self.remove()
 
 
-# ---------------------------------------------------------------------- argument helpers
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
-
-
-def _compare(fn, t: Tensor, other):
-    """fn(t, other) as a boolean tensor. NotImplemented for a string, None or another
-    non-number, so Python answers as PyTorch does: `t == None` is False, `t < "a"` a TypeError
-    naming both types (numpy would compare elementwise or fail in its ufunc machinery)."""
-    if isinstance(other, Tensor):
-        other = other.data
-    elif isinstance(other, (list, tuple)):
-        other = _to_array(other)
-    elif not isinstance(other, (int, float, np.ndarray, np.number, np.bool_)) or \
-            isinstance(other, np.ndarray) and other.dtype.kind not in _NUMERIC_KINDS:
-        return NotImplemented
-    return Tensor._make(np.asarray(fn(t.data, other)), False, None)
-
-
-def _scalar(x, op):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, (int, float)):
-        return x
-    raise TypeError(f"{op}: expected a number or a Tensor, got {type(x).__name__}")
-
-
-def _operand(x, like: Tensor):
-    """The other side of a binary op: a Tensor, or a Python number that adopts `like`'s dtype.
-
-    numpy scalars become Python numbers first, so `np.float64(2) * float32_tensor` stays float32
-    (the dtype rule is: tensors never mix float widths silently; numbers follow the tensor).
-    """
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, (bool, int, float, np.generic)):
-        return _scalar(x, "binary op")
-    if isinstance(x, (list, tuple)):
-        # a list of numbers has no dtype of its own: on a float tensor it follows the tensor, as
-        # a number does (`x64 + [0.5]` would otherwise meet a float32 list and be refused)
-        arr = _to_array(x)
-        return Tensor(arr, dtype=like.dtype if like.dtype.kind == "f" and arr.dtype.kind in "biuf" else None)
-    if isinstance(x, np.ndarray):
-        return Tensor(x)
-    raise TypeError(f"unsupported operand type {type(x).__name__} for a Tensor op")
-
-
-def _kd(keepdim, keepdims):
-    return bool(keepdims) if keepdims is not None else bool(keepdim)
-
-
-def _norm_dim(d, ndim, op):
-    if not isinstance(d, (int, np.integer)):
-        raise TypeError(f"{op}: dim must be an int, got {type(d).__name__}")
-    if not -max(ndim, 1) <= d < max(ndim, 1):
-        raise IndexError(f"{op}: dim {d} out of range for a tensor with {ndim} dims")
-    return int(d) % max(ndim, 1)
-
-
-def _dims(t, dim, axis, op):
-    """Normalise PyTorch `dim=` (or numpy `axis=`) to a sorted tuple of non-negative axes."""
-    if dim is None:
-        dim = axis
-    if dim is None:
-        return tuple(range(t.ndim))
-    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-    out = tuple(sorted({_norm_dim(d, t.ndim, op) for d in dims}))
-    if t.ndim == 0:
-        return ()
-    return out
-
-
-def _shape_arg(shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    for n in shape:  # int() would cut 2.5 to 2 without a word
-        if not isinstance(n, (int, np.integer)):
-            raise TypeError(f"shape must be integers, got {type(n).__name__} {n!r} in {tuple(shape)}")
-    return tuple(int(n) for n in shape)
-
-
-def _index_arg(index):
-    """Unwrap tensors inside an index so numpy sees arrays; integer arrays gather."""
-    if isinstance(index, tuple):
-        return tuple(_index_arg(i) for i in index)
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, list):
-        arr = np.asarray(index)
-        # an empty list is float64 to asarray, but indexes as integers (x[[]] is empty)
-        return arr.astype(np.intp) if arr.size == 0 else arr
-    return index
-
-
-def _arg(fn, t, dim, keepdim):
-    if dim is None or t.ndim == 0:
-        return Tensor._make(np.asarray(fn(t.data)), False, None)
-    d = _norm_dim(dim, t.ndim, fn.__name__)
-    idx = fn(t.data, axis=d)
-    return Tensor._make(np.expand_dims(idx, d) if keepdim else np.asarray(idx), False, None)
-
-
-# ---------------------------------------------------------------------- factories
-def tensor(data, requires_grad=False, dtype=None) -> Tensor:
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
-
-
-def zeros(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
-    return Tensor(np.zeros(_shape_arg(shape), dtype), requires_grad)
-
-
-def ones(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
-    return Tensor(np.ones(_shape_arg(shape), dtype), requires_grad)
-
-
-def full(shape, fill_value, dtype=np.float32, requires_grad=False) -> Tensor:
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return Tensor(np.full(shape, fill_value, dtype), requires_grad)
-
-
-def eye(n, m=None, dtype=np.float32, requires_grad=False) -> Tensor:
-    return Tensor(np.eye(n, m, dtype=dtype), requires_grad)
-
-
-def arange(start, end=None, step=1, dtype=None, requires_grad=False) -> Tensor:
-    if end is None:
-        start, end = 0, start
-    if step == 0:
-        raise ValueError(f"arange: step must be nonzero (start {start}, end {end})")
-    arr = np.arange(start, end, step)
-    if dtype is None:
-        dtype = np.int64 if arr.dtype.kind in "iu" else np.float32
-    return Tensor(arr.astype(dtype), requires_grad)
-
-
-def randn(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
-    return Tensor(_random.generator().standard_normal(_shape_arg(shape)).astype(dtype), requires_grad)
-
-
-def rand(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
-    return Tensor(_random.generator().random(_shape_arg(shape)).astype(dtype), requires_grad)
-
-
-def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return Tensor(np.zeros_like(_raw(t), dtype=dtype), requires_grad)
-
-
-def ones_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return Tensor(np.ones_like(_raw(t), dtype=dtype), requires_grad)
-
-
-# The ops import Function from autograd, which imports Tensor from here: import them last.
+# The argument helpers and the ops import Tensor from here (the ops through autograd): import
+# them last.
+from ._args import (_arg, _compare, _dims, _index_arg, _kd, _norm_dim, _operand,  # noqa: E402
+                    _scalar, _shape_arg)
 from .ops import elementwise as _E  # noqa: E402
 from .ops import matmul as _M  # noqa: E402
 from .ops import movement as _V  # noqa: E402

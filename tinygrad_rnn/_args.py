@@ -1,0 +1,107 @@
+"""How `Tensor`'s methods read their arguments: the other operand of a binary op, `dim=`/`axis=`,
+shapes and indices, each normalised (or refused with the op's name) before an op sees it."""
+from __future__ import annotations
+
+import numpy as np
+
+from .tensor import _NUMERIC_KINDS, Tensor, _to_array
+
+def _raw(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _compare(fn, t: Tensor, other):
+    """fn(t, other) as a boolean tensor. NotImplemented for a string, None or another
+    non-number, so Python answers as PyTorch does: `t == None` is False, `t < "a"` a TypeError
+    naming both types (numpy would compare elementwise or fail in its ufunc machinery)."""
+    if isinstance(other, Tensor):
+        other = other.data
+    elif isinstance(other, (list, tuple)):
+        other = _to_array(other)
+    elif not isinstance(other, (int, float, np.ndarray, np.number, np.bool_)) or \
+            isinstance(other, np.ndarray) and other.dtype.kind not in _NUMERIC_KINDS:
+        return NotImplemented
+    return Tensor._make(np.asarray(fn(t.data, other)), False, None)
+
+
+def _scalar(x, op):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, (int, float)):
+        return x
+    raise TypeError(f"{op}: expected a number or a Tensor, got {type(x).__name__}")
+
+
+def _operand(x, like: Tensor):
+    """The other side of a binary op: a Tensor, or a Python number that adopts `like`'s dtype.
+
+    numpy scalars become Python numbers first, so `np.float64(2) * float32_tensor` stays float32
+    (the dtype rule is: tensors never mix float widths silently; numbers follow the tensor).
+    """
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (bool, int, float, np.generic)):
+        return _scalar(x, "binary op")
+    if isinstance(x, (list, tuple)):
+        # a list of numbers has no dtype of its own: on a float tensor it follows the tensor, as
+        # a number does (`x64 + [0.5]` would otherwise meet a float32 list and be refused)
+        arr = _to_array(x)
+        return Tensor(arr, dtype=like.dtype if like.dtype.kind == "f" and arr.dtype.kind in "biuf" else None)
+    if isinstance(x, np.ndarray):
+        return Tensor(x)
+    raise TypeError(f"unsupported operand type {type(x).__name__} for a Tensor op")
+
+
+def _kd(keepdim, keepdims):
+    return bool(keepdims) if keepdims is not None else bool(keepdim)
+
+
+def _norm_dim(d, ndim, op):
+    if not isinstance(d, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be an int, got {type(d).__name__}")
+    if not -max(ndim, 1) <= d < max(ndim, 1):
+        raise IndexError(f"{op}: dim {d} out of range for a tensor with {ndim} dims")
+    return int(d) % max(ndim, 1)
+
+
+def _dims(t, dim, axis, op):
+    """Normalise PyTorch `dim=` (or numpy `axis=`) to a sorted tuple of non-negative axes."""
+    if dim is None:
+        dim = axis
+    if dim is None:
+        return tuple(range(t.ndim))
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    out = tuple(sorted({_norm_dim(d, t.ndim, op) for d in dims}))
+    if t.ndim == 0:
+        return ()
+    return out
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    for n in shape:  # int() would cut 2.5 to 2 without a word
+        if not isinstance(n, (int, np.integer)):
+            raise TypeError(f"shape must be integers, got {type(n).__name__} {n!r} in {tuple(shape)}")
+    return tuple(int(n) for n in shape)
+
+
+def _index_arg(index):
+    """Unwrap tensors inside an index so numpy sees arrays; integer arrays gather."""
+    if isinstance(index, tuple):
+        return tuple(_index_arg(i) for i in index)
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, list):
+        arr = np.asarray(index)
+        # an empty list is float64 to asarray, but indexes as integers (x[[]] is empty)
+        return arr.astype(np.intp) if arr.size == 0 else arr
+    return index
+
+
+def _arg(fn, t, dim, keepdim):
+    if dim is None or t.ndim == 0:
+        return Tensor._make(np.asarray(fn(t.data)), False, None)
+    d = _norm_dim(dim, t.ndim, fn.__name__)
+    idx = fn(t.data, axis=d)
+    return Tensor._make(np.expand_dims(idx, d) if keepdim else np.asarray(idx), False, None)
