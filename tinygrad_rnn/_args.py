@@ -101,7 +101,8 @@ def _index_arg(index):
 
 def _arg(fn, t, dim, keepdim):
     if dim is None or t.ndim == 0:
-        return Tensor._make(np.asarray(fn(t.data)), False, None)
+        idx = np.asarray(fn(t.data))  # over the flattened tensor; keepdim keeps every dim, as 1
+        return Tensor._make(idx.reshape((1,) * t.ndim) if keepdim else idx, False, None)
     d = _norm_dim(dim, t.ndim, fn.__name__)
     idx = fn(t.data, axis=d)
     return Tensor._make(np.expand_dims(idx, d) if keepdim else np.asarray(idx), False, None)

@@ -46,8 +46,8 @@ def is_anomaly_enabled() -> bool:
     return _mode.anomaly
 
 
-class set_grad_enabled:
-    """Context manager (and decorator) that switches graph recording on or off."""
+class _Recording:
+    """Context manager (and decorator) that switches graph recording to `self.mode` inside."""
 
     def __init__(self, mode: bool):
         self.mode = bool(mode)
@@ -66,20 +66,38 @@ class set_grad_enabled:
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            with set_grad_enabled(self.mode):
+            with _Recording(self.mode):
                 return func(*args, **kwargs)
 
         return wrapper
 
 
-class no_grad(set_grad_enabled):
+class set_grad_enabled(_Recording):
+    """As in PyTorch, also a plain call: `set_grad_enabled(False)` switches recording off until
+    switched back on; as a context manager or decorator it switches only inside."""
+
+    def __init__(self, mode: bool):
+        super().__init__(mode)
+        self.before = _mode.enabled
+        _mode.enabled = self.mode
+
+    def __enter__(self):
+        self.prev.append(self.before)
+        _mode.enabled = self.mode
+
+    def __call__(self, func):
+        _mode.enabled = self.before  # a decorator: nothing switches until func runs
+        return super().__call__(func)
+
+
+class no_grad(_Recording):
     """`with no_grad():` or `@no_grad()`: ops inside build no graph."""
 
     def __init__(self):
         super().__init__(False)
 
 
-class enable_grad(set_grad_enabled):
+class enable_grad(_Recording):
     def __init__(self):
         super().__init__(True)
 
