@@ -355,3 +355,11 @@ def test_a_list_operand_follows_a_float_tensor_s_dtype_as_a_number_does():
     assert (Tensor([1.0, 2.0]) * [2, 3]).dtype == np.float32  # was refused: int64 list vs float32
     with pytest.raises(ShapeError, match="dtype mismatch"):  # an array keeps its dtype: cast it explicitly
         Tensor([1.0, 2.0]) + np.array([1.0, 2.0])
+
+
+@pytest.mark.parametrize("layer", [tg.nn.RNN, tg.nn.LSTM, tg.nn.GRU])
+def test_a_recurrent_layer_refuses_an_empty_sequence_naming_itself(layer):
+    # was `stack: expected a non-empty sequence of tensors`, from deep inside the layer
+    with pytest.raises(ValueError, match=rf"^{layer.__name__}: expected a sequence of length > 0, "
+                                         r"got input of shape \(0, 2, 3\)$"):
+        layer(3, 4)(tg.Tensor(np.zeros((0, 2, 3), np.float32)))

@@ -328,6 +328,9 @@ class _RNNBase(Module):
             x = x.unsqueeze(1)
         time_dim = 1 if self.batch_first and not unbatched else 0
         steps, batch = x.shape[time_dim], x.shape[1 - time_dim]
+        if steps == 0:  # PyTorch: "Expected sequence length to be larger than 0 in RNN"
+            raise ValueError(f"{type(self).__name__}: expected a sequence of length > 0, got input of "
+                             f"shape {tuple(input.shape)}")
         states = self._initial_state(hx, batch, self.weight_hh_l0.dtype if ids else x.dtype, unbatched)
         xs = [x[t] if time_dim == 0 else x[:, t] for t in range(steps)]
         finals = []
