@@ -1,13 +1,16 @@
 """Hypothesis profiles: "ci" (default) keeps the suite to well under two minutes on two cores;
-`HYPOTHESIS_PROFILE=soak` runs many more examples per test for a slow, thorough search."""
+`HYPOTHESIS_PROFILE=soak` runs many more examples per test for a slow, thorough search.
+
+Every health check is on but one: `function_scoped_fixture`. The property tests that take a
+function-scoped fixture take one that only sets a global switch for the whole test and undoes
+it afterwards (test_ops.py's `backend`, test_rnn.py's `rnn_step_path` and `monkeypatch`, which
+each example sets to the same value), so that it is not re-run per example changes nothing.
+"""
 import os
 
 from hypothesis import HealthCheck, settings
 
-# The backend fixture is function-scoped on purpose: it only flips a global switch, which is
-# the same for every example of a test, so re-running it per example would change nothing.
-_suppress = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-             HealthCheck.data_too_large]
+_suppress = [HealthCheck.function_scoped_fixture]
 
 settings.register_profile("ci", deadline=None, max_examples=40, suppress_health_check=_suppress,
                           print_blob=True)

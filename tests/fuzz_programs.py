@@ -42,6 +42,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from tolerances import FUZZ_GRADCHECK
+
 MAX_NUMEL = 64  # no node grows past this many elements: small shapes find edge cases faster
 MAX_NDIM = 4
 LIMIT = 4.0  # an input whose |value| may exceed this is squashed before a growing op
@@ -120,7 +122,8 @@ class Program:
             f'for name, a, b in zip("{leaves}".split(", "), fast[1], ref[1]):',
             '    print(f"{name}.grad: max |numba - numpy| =", None if a is None else np.max(np.abs(a - b)))',
             "if DT == np.float64:",
-            '    print("gradcheck:", tg.gradcheck(program, [tg.Tensor(v, requires_grad=True) for v in LEAVES]))',
+            '    print("gradcheck:", tg.gradcheck(program, [tg.Tensor(v, requires_grad=True) for v in LEAVES],',
+            f'                                     {", ".join(f"{k}={v!r}" for k, v in FUZZ_GRADCHECK.items())}))',
         ]
         return "\n".join(self._module(dtype, traced=False) + runner) + "\n"
 

@@ -11,6 +11,7 @@ import pytest
 import tinygrad_rnn as tg
 from tinygrad_rnn import Function, Tensor, autograd, cli, debug, op_table
 from tinygrad_rnn.kernels import K
+from tolerances import GRADCHECK
 
 
 def three_matmuls_two_tanh():
@@ -146,9 +147,11 @@ def test_gradcheck_runner_passes_on_every_op_and_cell(capsys):
 
 
 def test_gradcheck_runner_reports_errors_and_selects_by_pattern():
-    results = debug.check_gradients("matmul_*", seed=1, examples=2)
+    results = debug.check_gradients("matmul_*", seed=1, examples=2, **GRADCHECK)
     assert {r.name for r in results} == {s.name for s in op_table.OPS if s.name.startswith("matmul_")}
-    assert all(r.passed and r.examples == 2 and 0 <= r.max_abs < 1e-6 for r in results)
+    # largest |analytic - numeric| seen over 3 runs: 8.1e-10
+    # (measure: python tests/measure_tolerances.py tests/test_debug.py)
+    assert all(r.passed and r.examples == 2 and 0 <= r.max_abs < 2e-8 for r in results)
     with pytest.raises(ValueError, match="no op matches 'nonesuch'"):
         debug.check_gradients("nonesuch")
 

@@ -3,7 +3,7 @@
 The core is one table, `CASES`: for each kernel name, a hypothesis strategy drawing its
 arguments in a given dtype, and the magnitude its rounding error scales with. One test runs
 every row in float32 and float64. The comparison is |fast - ref| <= rtol * (|ref| + scale),
-rtol 1e-5 for float32 and 1e-12 for float64: `scale` is the size of the terms that cancel
+rtol 1e-5 for float32 and 1e-14 for float64: `scale` is the size of the terms that cancel
 (e.g. |x| in x - logsumexp(x)), so a result near zero is judged against what it was computed
 from, not against itself. Integer outputs (argmax indices) must match exactly.
 
@@ -38,7 +38,9 @@ from tinygrad_rnn.kernels import matmul as mm
 
 PAIRS = kernel_pairs()
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
-RTOL = {F32: 1e-5, F64: 1e-12}
+# largest error seen over 3 runs of 50 draws per row: 1/50 of rtol in float32, 1/24 in
+# float64 (measure: python tests/measure_tolerances.py tests/test_kernels.py)
+RTOL = {F32: 1e-5, F64: 1e-14}
 DTYPES = pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
 
 
