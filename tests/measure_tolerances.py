@@ -12,7 +12,7 @@ hypothesis seed and, after the first round, every `np.random.default_rng(seed)` 
 One line per call site (the chain of test-file lines that led to the comparison): the largest
 ratio seen (the tolerance times it is the smallest tolerance of the same shape that would have
 passed), the tolerance, the largest absolute error and the test it came from. Below 0.01
-("LOOSE"), the tolerance is more than 100 times the largest error seen.
+("LOOSE"), the tolerance is more than 100 times the largest error seen; "exact": no error at all.
 
     python tests/measure_tolerances.py                      # the default files, 5 rounds
     python tests/measure_tolerances.py --rounds 10 tests/test_rnn.py -k bptt
@@ -52,8 +52,9 @@ class Recorder:
 
     # ---------------------------------------------------------------- bookkeeping
     def site(self):
+        here = pathlib.Path(__file__).name
         chain = [f"{pathlib.Path(f.filename).name}:{f.lineno}" for f in traceback.extract_stack()
-                 if pathlib.Path(f.filename).parent == HERE and not f.filename.endswith(pathlib.Path(__file__).name)]
+                 if pathlib.Path(f.filename).parent == HERE and not f.filename.endswith(here)]
         chain = [c for i, c in enumerate(chain) if i == 0 or c != chain[i - 1]]  # a @given's two frames
         return " > ".join(chain) if chain else "?"
 
@@ -124,8 +125,8 @@ class Recorder:
         return approx
 
     def wrap_gradcheck(self, module):
-        numeric_of_call, orig_numeric, orig_analytic, orig_gradcheck = [], module._numeric, module._analytic, module.gradcheck
-        rows = []
+        orig_numeric, orig_analytic, orig_gradcheck = module._numeric, module._analytic, module.gradcheck
+        numeric_of_call, rows = [], []
 
         def _numeric(fn, inputs, t, projections, eps):
             out = orig_numeric(fn, inputs, t, projections, eps)
@@ -167,7 +168,8 @@ class Recorder:
                 err = float(np.max(np.abs(np.asarray(g, np.float64) - w), initial=0.0))
                 scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
                 worst, worst_err = max(worst, err / (tol * scale)), max(worst_err, err / scale)
-            return self.compare((worst, f"tol={tol:g} (x max(1, |want|))", worst_err), orig, program, got, want, tol, what)
+            measured = (worst, f"tol={tol:g} (x max(1, |want|))", worst_err)
+            return self.compare(measured, orig, program, got, want, tol, what)
         return assert_agree
 
     def wrap_matches(self, module):
@@ -183,7 +185,8 @@ class Recorder:
                     err = np.where(special, 0.0, np.abs(f.astype(np.float64) - r))
                     bound = rtol * (np.abs(r.astype(np.float64)) + np.abs(scale)) + np.finfo(r.dtype).tiny
                 if err.size:
-                    measured = (float(np.max(err / bound)), f"rtol={rtol:g}", float(np.max(err)), True, np.dtype(dtype))
+                    measured = (float(np.max(err / bound)), f"rtol={rtol:g}", float(np.max(err)), True,
+                                np.dtype(dtype))
             return self.compare(measured, orig, fast, ref, dtype, scale, what)
         return assert_matches
 
@@ -255,8 +258,9 @@ def main(argv=None):
         if round_:
             orig, np.random.default_rng = reseed(round_)
         try:
-            pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:warnings", "--no-header", f"--hypothesis-seed={round_}",
-                         *(["-k", args.k] if args.k else []), *files], plugins=[recorder])
+            pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:warnings", "--no-header",
+                         f"--hypothesis-seed={round_}", *(["-k", args.k] if args.k else []), *files],
+                        plugins=[recorder])
         finally:
             np.random.default_rng = orig
         print(f"round {round_ + 1} of {args.rounds} done", file=sys.stderr)
@@ -271,7 +275,8 @@ def report(recorder, rounds, path=None):
     lines = [f"{len(recorder.sites)} comparison sites, {rounds} rounds; ratio = the largest error / "
              f"the error allowed, over the comparisons that passed (failed: those that did not, as "
              f"a test planting a bug expects)", "",
-             f"{'site':52} {'ratio':>8} {'passed':>6} {'failed':>6}  {'tolerance':32} {'largest |error|':>15}  worst test"]
+             f"{'site':52} {'ratio':>8} {'passed':>6} {'failed':>6}  {'tolerance':32} "
+             f"{'largest |error|':>15}  worst test"]
 
     def order(key):
         first = key.split(" > ")[0].split(" [")[0]
@@ -279,8 +284,9 @@ def report(recorder, rounds, path=None):
         return name, int(line), key
     for key in sorted(recorder.sites, key=order):
         s = recorder.sites[key]
-        flag = "  LOOSE" if s.count and s.ratio < 0.01 else ""
-        lines.append(f"{key:52} {s.ratio:8.1e} {s.count:6d} {s.failed:6d}  {s.tol:32} {s.abs_err:15.2e}  {s.test}{flag}")
+        flag = "" if not s.count or s.ratio >= 0.01 else "  exact" if s.ratio == 0 else "  LOOSE"
+        lines.append(f"{key:52} {s.ratio:8.1e} {s.count:6d} {s.failed:6d}  {s.tol:32} "
+                     f"{s.abs_err:15.2e}  {s.test}{flag}")
     if recorder.failed:
         lines += ["", f"{len(set(recorder.failed))} tests failed:", *sorted(set(recorder.failed))]
     text = "\n".join(lines) + "\n"
