@@ -57,8 +57,10 @@ def matmul(a, b):
             and a.flags.c_contiguous and b.flags.f_contiguous and not b.flags.c_contiguous):
         # h @ W.T, as every RNN step and nn.Linear write it: this OpenBLAS packs the big
         # transposed W slowly, so compute (W @ h.T).T (W untransposed) and copy the thin result
-        # back to C order. Same products, same sums: bit-identical results (tests/test_kernels.py)
-        # in float32; in float64 a sweep found last-bit differences at odd sizes (H = 100, 300).
+        # back to C order. Same products and terms; the BLAS picks the order of the sums per
+        # orientation, so the bits may differ: equal on the machine this was first measured on
+        # (float32), differing by up to 7.2 u (|h| @ |W.T|) on an AMD Zen 3 with OpenBLAS's
+        # Haswell kernels (tests/sum_order.py). float64 keeps numpy's orientation.
         return np.ascontiguousarray(np.matmul(b.T, a.T).T)
     return np.matmul(a, b)
 
@@ -150,11 +152,11 @@ def rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh, out=None):
     The reference's sums on the transposed problem, pre.T = w_ih @ x.T + w_hh @ h.T: with a
     batch of at most `_PREACT_SWAP_ROWS` rows both products then read their weight untransposed
     (see `matmul` above), and only the finished sum is copied back to row order, once: 69.5 ->
-    40.5 µs at B=32, H=256 and 569 -> 401 µs at H=1024 (char-RNN shapes, I=65). Same products,
-    same additions in the same order: bit-identical to the reference in float32 in a sweep of
-    batches 1-128 and sizes 16-1024, odd ones included (tests/test_kernels.py pins a grid).
-    float64 keeps the reference: there OpenBLAS's transposed products differed in the last bit
-    at odd sizes (H = 100, 300), and float64 is for checking, not speed."""
+    40.5 µs at B=32, H=256 and 569 -> 401 µs at H=1024 (char-RNN shapes, I=65). Same products
+    and terms, summed in the order the BLAS picks for the transposed problem: bit-identical to
+    the reference in a float32 sweep on the machine it was measured on, within a few units of
+    rounding on others (tests/sum_order.py; tests/test_kernels.py checks a grid). float64 keeps
+    the reference: float64 is for checking, not speed."""
     if h.dtype is HALF:
         return rnn_preact_ref(x, h, w_ih, w_hh, b_ih, b_hh, out)
     if x.dtype.kind in "iu":
@@ -177,7 +179,7 @@ _F32 = np.dtype(np.float32)
 def _preact_swaps(h, w_hh) -> bool:
     # `is`, not ==: numpy's builtin dtypes are singletons, and comparing a dtype with the
     # np.float32 type costs 0.1 µs each time step (an equal dtype that is not the singleton
-    # just takes the reference's path, which the swap matches bit for bit)
+    # just takes the reference's path, which the swap matches up to the order of its sums)
     return h.shape[0] <= _PREACT_SWAP_ROWS and h.dtype is _F32 and w_hh.dtype is _F32
 
 

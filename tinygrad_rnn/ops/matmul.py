@@ -48,7 +48,8 @@ class Linear(Function):
 
     Op by op it records three (the transpose, the matmul, the add) and holds the product before
     the bias as a fourth array. Same arithmetic in the same order (the bias added in place to
-    the product), so the values equal the op-by-op graph bit for bit (tests/test_nn.py)."""
+    the product), so the values equal the op-by-op graph bit for bit; w's gradient, g.T @ x
+    where the graph computes (x.T @ g).T, equals it up to the order of its sums (tests/test_nn.py)."""
 
     def forward(self, x, w, b):
         check_same_dtype("linear", x, w, b)
