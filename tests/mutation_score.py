@@ -70,6 +70,7 @@ _FUNCTIONS = {
     elementwise.Div: "div div_method 1_over_x x_over_2",
     elementwise.Pow: "pow_tensor 2_pow_x",
     elementwise.PowScalar: "pow_int pow_real x_squared",
+    elementwise.Cast: "to_double_and_back",
     elementwise.Neg: "neg",
     elementwise.Exp: "exp",
     elementwise.Log: "log",

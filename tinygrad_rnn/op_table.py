@@ -500,6 +500,7 @@ OPS = [
     op("1_over_x", lambda x: 1 / x, lambda x: 1 / x, domain=AWAY_FROM_ZERO),
     op("x_over_2", lambda x: x / 2, lambda x: x / 2),
     op("x_squared", lambda x: x ** 2, np.square),
+    op("to_double_and_back", lambda x: x.double().to(x.dtype), lambda x: x.copy()),  # Cast, both ways
     op("2_pow_x", lambda x: 2 ** x, lambda x: 2.0 ** x),
     # --- elementwise math
     op("exp", tg.exp, np.exp),
