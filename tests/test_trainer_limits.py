@@ -11,25 +11,18 @@ import time
 import numpy as np
 import pytest
 
-from tinygrad_rnn import checkpoint, cli, viz
+import cli_support
+from cli_support import run, write_corpus
+from tinygrad_rnn import checkpoint, viz
 from tinygrad_rnn.models import charlm
-from tinygrad_rnn.text import builtin_text, corpora
+from tinygrad_rnn.text import corpora
 
-TINY = ["--hidden", "16", "--seq-len", "8", "--batch-size", "4", "--seed", "1", "--no-progress"]
+TINY = cli_support.TINY + ["--seed", "1"]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
-    path.write_text(builtin_text()[:4000], encoding="utf-8")
-    return str(path)
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
+    return write_corpus(tmp_path_factory)
 
 
 def strict_json(line: str):

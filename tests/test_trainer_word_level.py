@@ -5,26 +5,17 @@ import re
 
 import pytest
 
+from cli_support import TINY, run, write_corpus
 from tinygrad_rnn import cli
 from tinygrad_rnn.models import charlm, sampling
 from tinygrad_rnn.text import builtin_text
 
-TINY = ["--hidden", "16", "--seq-len", "8", "--batch-size", "4", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "play.txt"
-    path.write_text(("ROMEO: my deeds are done.\nJULIET: and mine, too.\n" * 40) + builtin_text()[:6000],
-                    encoding="utf-8")
-    return str(path)
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
+    return write_corpus(tmp_path_factory, ("ROMEO: my deeds are done.\nJULIET: and mine, too.\n" * 40)
+                        + builtin_text()[:6000], "play.txt")
 
 
 @pytest.fixture(scope="module")
