@@ -65,8 +65,10 @@ def environment() -> dict:
     calls with the kernel set it picked for this CPU, and the CPU numba compiles for."""
     import llvmlite.binding
     import numba
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS, which np.dot inside numba kernels calls)
     import threadpoolctl
 
+    # both BLAS, loaded or not by what ran before: otherwise the list depends on the test order
     blas = sorted(f"{i['internal_api']} {i['version']} {i.get('architecture')}"
                   for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
     return {"numpy": np.__version__, "numba": numba.__version__, "blas": blas,
