@@ -400,6 +400,23 @@ def _failing_test(e: AssertionError) -> str:
 
 
 def run(mutant: Mutant) -> Result:
+    """The mutant's verdict. One whose plant changed nothing in EXAMPLES draws gets a second run
+    with up to four times as many (at most the test's own budget) before it is called not
+    planted: the derandomized draws are not the same in every process (after
+    `tests/test_api_doc.py` imported `tinygrad_rnn.viz`, matmul_batched's first 25 never gave
+    its backward a gradient to change; why the draws move is not understood)."""
+    global EXAMPLES
+    result = _run_once(mutant)
+    if result.verdict == "not planted":
+        examples, EXAMPLES = EXAMPLES, 4 * EXAMPLES
+        try:
+            result = _run_once(mutant)
+        finally:
+            EXAMPLES = examples
+    return result
+
+
+def _run_once(mutant: Mutant) -> Result:
     log = Log()
     with pytest.MonkeyPatch.context() as mp:
         mutant.plant(mp, log)
