@@ -51,6 +51,10 @@ import numpy as np
 
 from machine import busy_fraction
 
+# like the trainer, the benchmarks keep freed memory in malloc (tinygrad_rnn/fast/malloc.py);
+# set before tinygrad_rnn is imported, here or in the subprocesses that inherit it
+os.environ.setdefault("TINYGRAD_RNN_MALLOC", "retain")
+
 VOCAB, BATCH, SEQ = 65, 32, 64
 LR = 0.01  # small enough that hundreds of steps on one fixed batch stay finite (NaN/inf are slow)
 SEED = 1234

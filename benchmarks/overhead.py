@@ -22,6 +22,10 @@ import numpy as np
 
 from machine import busy_fraction
 
+# like the trainer, the benchmarks keep freed memory in malloc (tinygrad_rnn/fast/malloc.py);
+# set before tinygrad_rnn is imported, here or in the subprocesses that inherit it
+os.environ.setdefault("TINYGRAD_RNN_MALLOC", "retain")
+
 # ----------------------------------------------------------------------------- timing helpers
 
 

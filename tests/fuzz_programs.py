@@ -144,7 +144,7 @@ class Program:
             "import numpy as np",
             "import tinygrad_rnn as tg",
             "import tinygrad_rnn.nn.functional as F",
-            "from tinygrad_rnn.ops.rnn import GRUCellStep, LSTMCellStep, RNNCellStep  # the fused steps nn's cells record",
+            "from tinygrad_rnn.fast.steps import GRUCellStep, LSTMCellStep, RNNCellStep  # the fused steps nn's cells record",
             "",
             f"DT = np.{np.dtype(dtype).name}  # the program's float dtype: np.float64 or np.float32",
             "WIDE = np.float64",

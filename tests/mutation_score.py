@@ -49,11 +49,13 @@ import test_ops
 import test_optim
 import test_rnn
 import tinygrad_rnn as tg
-from tinygrad_rnn import autograd, optim
+from tinygrad_rnn import optim
+from tinygrad_rnn._args import is_token_ids
+from tinygrad_rnn.fast import lazy
+from tinygrad_rnn.fast import steps as rnn_ops
 from tinygrad_rnn.kernels import K
-from tinygrad_rnn.nn import rnn as nn_rnn
 from tinygrad_rnn.op_table import OPS
-from tinygrad_rnn.ops import elementwise, matmul, movement, nn as nn_ops, reduce, rnn as rnn_ops
+from tinygrad_rnn.ops import elementwise, matmul, movement, nn as nn_ops, reduce
 
 GRAD_ERROR = 1e-4  # relative error planted in a backward or an optimizer step
 KERNEL_ERROR = 1e-6  # relative error planted in a kernel's output
@@ -142,29 +144,22 @@ class Log:
 
 
 def _dense(pg):
-    """A gradient as an array, whatever lazy kind the op returned (autograd's SliceGrad,
+    """A gradient as an array, whatever lazy kind the op returned (fast/lazy.py's SliceGrad,
     OuterGrad, ...); None for a RowsGrad, whose rows are not all written until the walk is done."""
-    kind = type(pg)
-    if kind is autograd.SliceGrad:
-        buf = pg.zeros()
-        pg.add_into(buf)
-        return buf
-    if kind is autograd.RowsGrad:
+    if type(pg) is lazy.RowsGrad:
         return None
-    if kind in (autograd.OuterGrad, autograd.RowSumGrad, autograd.ColumnGrad):
-        return kind.evaluate([pg])
-    return np.asarray(pg)
+    return pg.value() if type(pg) in lazy.KINDS else np.asarray(pg)
 
 
 class _Runs:
-    """Plants in the runs a fused Elman step sends its weights (autograd.RowsGrad): the steps
+    """Plants in the runs a fused Elman step sends its weights (fast/lazy.py RowsGrad): the steps
     before the one that returned a run extend it after the plant was made, so the error goes
     into its value when the walk evaluates it. A run the step hands both biases (`shared`)
     gets a follower for the input planted in: the same rows, evaluated apart."""
 
     def __init__(self, monkeypatch, log):
         self.marks, self.log = {}, log
-        original = autograd.RowsGrad.evaluate
+        original = lazy.RowsGrad.evaluate
 
         def evaluate(run):
             mark = self.marks.get(id(run[0]))
@@ -178,7 +173,7 @@ class _Runs:
             self.log.changed |= bool(np.any(new != value))
             return new
 
-        monkeypatch.setattr(autograd.RowsGrad, "evaluate", staticmethod(evaluate))
+        monkeypatch.setattr(lazy.RowsGrad, "evaluate", staticmethod(evaluate))
 
     def plant(self, run, factor):
         followed = None
@@ -192,7 +187,7 @@ class _Runs:
 def _changed_by(pg, factor, log, runs):
     if pg is None:
         return None
-    if type(pg) is autograd.RowsGrad:
+    if type(pg) is lazy.RowsGrad:
         return runs.plant(pg, factor)
     value = _dense(pg)
     new = np.zeros_like(value) if factor == 0 else np.asarray(value * value.dtype.type(factor))
@@ -270,11 +265,10 @@ def op_check(spec):
 
 
 def _fused_equals_generic(monkeypatch, kind):
-    _budget(test_rnn.test_fused_steps_equal_the_generic_ops, monkeypatch)(monkeypatch=monkeypatch, kind=kind)
+    _budget(test_rnn.test_fused_steps_equal_the_generic_ops, monkeypatch)(kind=kind)
 
 
 def _rnn_check(monkeypatch):
-    monkeypatch.setattr(nn_rnn, "FUSED_RNN_STEP", True)
     _budget(test_rnn.test_rnncell_bptt_equals_handwritten_numpy_bptt, monkeypatch)(rnn_step_path="fused", act="tanh")
     _fused_equals_generic(monkeypatch, "RNNCell[tanh]")
     test_rnn.test_fused_steps_on_token_ids_pass_gradcheck("RNNCellStep")
@@ -293,7 +287,7 @@ def _gru_check(monkeypatch):
 
 
 def _fed_token_ids(node) -> bool:
-    return rnn_ops.is_token_ids(node.saved[0])  # every step saves its input x first
+    return is_token_ids(node.saved[0])  # every step saves its input x first
 
 
 STEPS = [(rnn_ops.RNNCellStep, _rnn_check), (rnn_ops.LSTMCellStep, _lstm_check), (rnn_ops.GRUCellStep, _gru_check)]

@@ -1,6 +1,6 @@
-"""A recurrent loop's states as rows of one block (tinygrad_rnn/blocks.py): each row is handed
-out once, `stack` of them is a view, the engine joins them without a copy, and nothing of that
-changes a value or a gradient."""
+"""The fast path's blocks (tinygrad_rnn/fast/blocks.py): a recurrent loop's states as rows of
+one block, each row handed out once, joined without a copy by the fast accumulator, and
+nothing of that changes a value or a gradient (each case against the plain path)."""
 from __future__ import annotations
 
 import gc
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import tinygrad_rnn as tg
-from tinygrad_rnn import autograd, blocks, nn
-from tinygrad_rnn.nn import functional as F
+from tinygrad_rnn import nn
+from tinygrad_rnn.fast import accumulate, blocks, lazy
+from modes import path
 
 # A tolerance's comment gives the largest error seen over 3 runs with fresh random data, as a
 # fraction of what it allows and as |error| (measure: python tests/measure_tolerances.py tests/test_blocks.py)
@@ -93,14 +94,14 @@ def test_each_thread_fills_its_own_block():
 
 
 # ----------------------------------------------------------------------------- the cell's states
-def test_a_cell_loops_states_are_rows_of_one_block_and_stack_is_a_view():
+def test_a_cell_loops_states_are_rows_of_one_block_and_stack_copies_them():
     cell, xs = cell_and_inputs(T=10)
     outs = loop(cell, xs)
+    block = outs[0].data.base
+    assert block is not None and all(o.data.base is block for o in outs)
     hs = tg.stack(outs)
-    assert all(np.shares_memory(o.data, hs.data) for o in outs)
+    assert not any(np.shares_memory(o.data, hs.data) for o in outs)
     assert all(np.array_equal(o.data, hs.data[t]) for t, o in enumerate(outs))
-    copy = tg.stack(outs[::-1])  # out of order, or a different dim: a copy, right values
-    assert not np.shares_memory(copy.data, hs.data) and np.array_equal(copy.data, hs.data[::-1])
     along1 = tg.stack(outs, dim=1)
     assert np.array_equal(along1.data, hs.data.transpose(1, 0, 2))
 
@@ -129,63 +130,32 @@ def test_a_state_replaced_through_data_is_not_stacked_as_its_old_row():
     assert all(np.array_equal(o.data, hs.data[t]) for t, o in enumerate(outs))
 
 
-def test_stacking_longer_than_a_block_copies_and_frees_the_blocks(monkeypatch):
-    monkeypatch.setattr(blocks, "BLOCK_ROWS", 4)
-    cell, xs = cell_and_inputs(T=10)
-    outs = loop(cell, xs)
-    first = outs[0]._ctx.out_at[0]
-    hs = tg.stack(outs)
-    assert all(np.shares_memory(o.data, hs.data) for o in outs)  # share_storage re-pointed them
-    gc.collect()
-    assert first.rows() is None  # nothing holds the first block any more
-
-
-def test_the_view_changes_no_gradient(monkeypatch):
-    """The charlm step's shape of program (a cell loop, stack, Linear, cross-entropy), with
-    stack as a view of the block, equals it with stack copying, to the bit."""
-    def grads(as_rows):
-        monkeypatch.setattr(tg.functional, "_as_rows", as_rows)
-        cell, xs = cell_and_inputs(T=12, B=3, I=4, H=6, seed=3)
-        head = nn.Linear(6, 5).double()
-        outs = loop(cell, xs)
-        hs = tg.stack(outs)
-        F.cross_entropy(head(hs.reshape(-1, 6)), np.arange(36) % 5).backward()
-        viewed = hs.data.base is outs[0].data.base
-        return viewed, [p.grad.data for p in list(cell.parameters()) + list(head.parameters())]
-
-    viewed, got = grads(tg.functional._as_rows)
-    copied, want = grads(lambda ts: None)
-    assert viewed and not copied  # the two runs really took the two paths
-    for a, b in zip(got, want):
-        np.testing.assert_array_equal(a, b)
-
-
 @pytest.mark.parametrize("ids", [False, True], ids=["dense", "token-ids"])
 def test_the_engine_sums_every_weight_gradient_over_views_of_the_rows(monkeypatch, ids):
     """Each step keeps dL/dpre in a row of its block's gradient twin and extends one run per
-    weight (autograd.RowsGrad), so the engine evaluates W_hh's gradient as one product of two
+    weight (lazy.RowsGrad), so the fast accumulator evaluates W_hh's gradient as one product of two
     views (the twin's rows, the states' rows), and the biases' and W_ih's as one pass over the
     twin's rows; the values equal the generic ops' to rounding."""
     T, B, I, H = 9, 3, 5, 12
-    R = autograd.RowsGrad
+    R = lazy.RowsGrad
     evaluated, joined = [], []
     evaluate = R.evaluate
     monkeypatch.setattr(R, "evaluate", staticmethod(
         lambda run: evaluated.append((run[0].how, run[0].t0, run[0].t1, len(run))) or evaluate(run)))
-    for name in ("_a_rows", "_b_rows"):
-        rows = getattr(autograd, name)
-        monkeypatch.setattr(autograd, name, lambda run, rows=rows, name=name:
+    for name in ("a_rows", "b_rows"):
+        rows = getattr(lazy, name)
+        monkeypatch.setattr(lazy, name, lambda run, rows=rows, name=name:
                             joined.append((name, len(run), rows(run))) or joined[-1][2])
     rng = np.random.default_rng(4)
     inputs = rng.integers(0, I, (T, B)) if ids else rng.standard_normal((T, B, I))
 
     def grads(fused):
-        monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
-        tg.manual_seed(4)
-        cell = nn.RNNCell(I, H).double()
-        outs = loop(cell, [x if ids else tg.Tensor(x) for x in inputs])
-        (tg.stack(outs) ** 2).sum().backward()
-        return [p.grad.data for p in cell.parameters()]
+        with path(fused):
+            tg.manual_seed(4)
+            cell = nn.RNNCell(I, H).double()
+            outs = loop(cell, [x if ids else tg.Tensor(x) for x in inputs])
+            (tg.stack(outs) ** 2).sum().backward()
+            return [p.grad.data for p in cell.parameters()]
 
     fused = grads(True)
     assert fused[2] is not fused[3] and np.array_equal(fused[2], fused[3])  # b_ih, b_hh: equal, not one array
@@ -194,10 +164,10 @@ def test_the_engine_sums_every_weight_gradient_over_views_of_the_rows(monkeypatc
     # token ids all T as one run, dense inputs T products joined into one (their rows copied)
     want = [(R.OUTER, 1, T - 1, 1), (R.ROWSUM, 0, T - 1, 1)] + ([(R.COLUMNS, 0, T - 1, 1)] if ids else [])
     assert sorted(evaluated) == sorted(want)
-    step0 = [("_a_rows", 1), ("_b_rows", 1)]  # step 0's W_hh product
-    assert sorted((name, n) for name, n, _ in joined) == sorted(step0 + ([] if ids else [("_a_rows", T), ("_b_rows", T)]))
+    step0 = [("a_rows", 1), ("b_rows", 1)]  # step 0's W_hh product
+    assert sorted((name, n) for name, n, _ in joined) == sorted(step0 + ([] if ids else [("a_rows", T), ("b_rows", T)]))
     for name, n, rows in joined:
-        if name == "_a_rows":
+        if name == "a_rows":
             assert rows.base is not None and rows.shape == (n * B, H)  # the twin's rows, a view
     for a, b in zip(fused, grads(False)):
         # largest error seen: 1/42 of the bound, 1.8e-15
@@ -273,14 +243,14 @@ def test_walks_in_two_threads_over_one_retained_graph_get_the_same_gradients():
 
 
 def test_a_small_row_budget_evaluates_gradient_rows_early_with_the_same_gradients(monkeypatch):
-    """`_OUTER_ROWS` bounds the rows waiting per weight: with a budget of 2 steps' rows the
+    """`OUTER_ROWS` bounds the rows waiting per weight: with a budget of 2 steps' rows the
     sums are evaluated in many pieces (and twins are freed and made anew mid-block)."""
     def grads():
         cell, xs = cell_and_inputs(T=11, B=3, I=4, H=5, seed=5)
         loss_of_a_loop(cell, xs).backward()
         return [p.grad.data for p in cell.parameters()]
     want = grads()
-    monkeypatch.setattr(autograd, "_OUTER_ROWS", 6)
+    monkeypatch.setattr(accumulate, "OUTER_ROWS", 6)
     for a, b in zip(grads(), want):
         # largest error seen: 1/22 of the bound, 1.1e-14
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
@@ -291,7 +261,7 @@ def test_one_tensor_as_both_weights_gets_both_gradient_rows():
     product and as the state's; the engine must not read the second as the next step's row
     (a hypothesis fuzz program found this)."""
     from tinygrad_rnn.nn.rnn import _rnn_step_unfused
-    from tinygrad_rnn.ops.rnn import RNNCellStep
+    from tinygrad_rnn.fast.steps import RNNCellStep
     rng = np.random.default_rng(6)
     xs = [rng.standard_normal((3, 4)) for _ in range(6)]
     w_data, b_data = rng.standard_normal((4, 4)) * 0.5, rng.standard_normal(4)
@@ -317,18 +287,18 @@ def test_the_biases_shared_sum_is_each_ones_own_gradient(monkeypatch, case):
     the two lists differ (a bias also used elsewhere, or only one wants a gradient) each still
     gets exactly its own sum, as the op-by-op graph gives it."""
     if case == "small row budget":
-        monkeypatch.setattr(autograd, "_OUTER_ROWS", 6)
+        monkeypatch.setattr(accumulate, "OUTER_ROWS", 6)
 
     def grads(fused):
-        monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
-        cell, xs = cell_and_inputs(T=8, seed=7)
-        if case == "b_hh frozen":
-            cell.bias_hh.requires_grad_(False)
-        loss = loss_of_a_loop(cell, xs)
-        if case == "b_ih used elsewhere too":
-            loss = loss + (cell.bias_ih * cell.bias_ih).sum()
-        loss.backward()
-        return [None if p.grad is None else p.grad.data for p in (cell.bias_ih, cell.bias_hh)]
+        with path(fused):
+            cell, xs = cell_and_inputs(T=8, seed=7)
+            if case == "b_hh frozen":
+                cell.bias_hh.requires_grad_(False)
+            loss = loss_of_a_loop(cell, xs)
+            if case == "b_ih used elsewhere too":
+                loss = loss + (cell.bias_ih * cell.bias_ih).sum()
+            loss.backward()
+            return [None if p.grad is None else p.grad.data for p in (cell.bias_ih, cell.bias_hh)]
 
     fused, want = grads(True), grads(False)
     for got, ref in zip(fused, want):
@@ -344,45 +314,45 @@ def test_the_biases_shared_sum_is_each_ones_own_gradient(monkeypatch, case):
 @pytest.mark.parametrize("case", ["two cells take turns", "b_hh frozen for some steps", "truncated BPTT",
                                   "anomaly mode", "small row budget", "one run kept"])
 def test_a_run_of_steps_sends_each_weight_exactly_its_own_gradient(monkeypatch, case):
-    """A step's backward extends the runs the step after it began (autograd.RowsGrad) instead of
+    """A step's backward extends the runs the step after it began (lazy.RowsGrad) instead of
     sending its own weight gradients. Runs keep apart what must stay apart: two cells whose
     steps share one block (each weight gets only its own steps' rows), steps that need different
     biases, a loop continued from a detached state in the same block, runs the engine evaluates
     early (a small row budget) or forgets (one run kept); anomaly mode sends each step's own.
     Each parameter's gradient equals the op-by-op graph's."""
     if case == "small row budget":  # and W_hh used between the steps: its list fills up mid-run
-        monkeypatch.setattr(autograd, "_OUTER_ROWS", 7)
-        monkeypatch.setattr(autograd, "_OUTER_MIN_SIZE", 0)
+        monkeypatch.setattr(accumulate, "OUTER_ROWS", 7)
+        monkeypatch.setattr(accumulate, "OUTER_MIN_SIZE", 0)
     if case == "one run kept":
-        monkeypatch.setattr(blocks, "_RUNS_KEPT", 1)
+        monkeypatch.setattr(blocks, "RUNS_KEPT", 1)
     T, B, I, H = 10, 3, 6, 5
     ids = np.random.default_rng(5).integers(0, I, (T, B))
 
     def grads(fused):
-        monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
-        tg.manual_seed(5)
-        cells = [nn.RNNCell(I, H).double() for _ in range(2)]
-        h, outs, extra = None, [], []
-        for t in range(T):
-            cell = cells[t % 2] if case == "two cells take turns" else cells[0]
-            if case == "b_hh frozen for some steps":
-                cell.bias_hh.requires_grad_(not 3 <= t < 6)
-            h = cell(ids[t], h)
-            outs.append(h)
-            if case == "small row budget":
-                extra.append(((h * h) @ cell.weight_hh).sum())
-            if case == "truncated BPTT" and t == 4:  # the rest continues in the same block
-                (tg.stack(outs) ** 2).sum().backward()
-                h, outs = h.detach(), []
-        loss = (tg.stack(outs) ** 2).sum()
-        for e in extra:
-            loss = loss + e
-        if case == "anomaly mode":
-            with tg.detect_anomaly():
+        with path(fused):
+            tg.manual_seed(5)
+            cells = [nn.RNNCell(I, H).double() for _ in range(2)]
+            h, outs, extra = None, [], []
+            for t in range(T):
+                cell = cells[t % 2] if case == "two cells take turns" else cells[0]
+                if case == "b_hh frozen for some steps":
+                    cell.bias_hh.requires_grad_(not 3 <= t < 6)
+                h = cell(ids[t], h)
+                outs.append(h)
+                if case == "small row budget":
+                    extra.append(((h * h) @ cell.weight_hh).sum())
+                if case == "truncated BPTT" and t == 4:  # the rest continues in the same block
+                    (tg.stack(outs) ** 2).sum().backward()
+                    h, outs = h.detach(), []
+            loss = (tg.stack(outs) ** 2).sum()
+            for e in extra:
+                loss = loss + e
+            if case == "anomaly mode":
+                with tg.detect_anomaly():
+                    loss.backward()
+            else:
                 loss.backward()
-        else:
-            loss.backward()
-        return [None if p.grad is None else p.grad.data for c in cells for p in c.parameters()]
+            return [None if p.grad is None else p.grad.data for c in cells for p in c.parameters()]
 
     fused = grads(True)
     for got, want in zip(fused, grads(False)):

@@ -1,5 +1,6 @@
 """The engine itself: graph walk, accumulation, retain_graph, grad mode, hooks, anomaly mode,
 tensor construction rules, and the classic autograd bugs, each pinned by a regression test."""
+import contextlib
 import gc
 import os
 import subprocess
@@ -523,23 +524,26 @@ def test_logsumexp_of_an_all_minus_inf_row_has_zero_gradient():
 
 def test_weight_gradients_summed_in_one_product_equal_the_per_step_sum(monkeypatch):
     """A weight used in many matmuls gets its per-use products a.T @ g evaluated together
-    (autograd.OuterGrad) when it is large enough to pay; with a small row budget the engine
-    also flushes them in batches."""
-    from tinygrad_rnn import autograd
+    (fast/lazy.py OuterGrad) when it is large enough to pay; with a small row budget the fast
+    accumulator also flushes them in batches. The plain path sums them one by one."""
+    from tinygrad_rnn.fast import accumulate
 
     rng = np.random.default_rng(0)
     w0 = rng.standard_normal((5, 5)) * 0.3
     xs = [rng.standard_normal((3, 5)) for _ in range(40)]
     # (min size, rows): evaluated at once; stacked until visited; stacked and flushed every third product
-    for min_size, rows in ((autograd._OUTER_MIN_SIZE, autograd._OUTER_ROWS), (0, autograd._OUTER_ROWS), (0, 7)):
-        monkeypatch.setattr(autograd, "_OUTER_MIN_SIZE", min_size)
-        monkeypatch.setattr(autograd, "_OUTER_ROWS", rows)
-        w = f64(w0)
-        h, hs = f64(np.zeros((3, 5)), requires_grad=False), []
-        for x in xs:
-            h = (x + h @ w).tanh()
-            hs.append(h)
-        tg.stack(hs).sum().backward()
+    for plain, min_size, rows in ((False, accumulate.OUTER_MIN_SIZE, accumulate.OUTER_ROWS),
+                                  (False, 0, accumulate.OUTER_ROWS), (False, 0, 7), (True, 0, 7)):
+        monkeypatch.setattr(accumulate, "OUTER_MIN_SIZE", min_size)
+        monkeypatch.setattr(accumulate, "OUTER_ROWS", rows)
+        mode = tg.fast.disabled() if plain else contextlib.nullcontext()
+        with mode:
+            w = f64(w0)
+            h, hs = f64(np.zeros((3, 5)), requires_grad=False), []
+            for x in xs:
+                h = (x + h @ w).tanh()
+                hs.append(h)
+            tg.stack(hs).sum().backward()
         # the same gradient by hand: per-step products summed one by one
         states, dh, expect = [np.zeros((3, 5))], np.zeros((3, 5)), np.zeros((5, 5))
         for x in xs:

@@ -21,12 +21,14 @@ regenerated to make this test pass: find the commit that changed the bits instea
 
 Bits depend on more than the code: BLAS picks its kernels by CPU, numba compiles for the CPU.
 On a machine whose tests/golden/environment.json differs from the stored one the test skips
-(comparing there says nothing about the code); capture the set there at 387c2fe to use it.
+(comparing there says nothing about the code); capture the set there at 387c2fe and point
+TINYGRAD_RNN_GOLDEN at it.
 """
 from __future__ import annotations
 
 import functools
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -34,7 +36,8 @@ import pytest
 
 from golden import cases
 
-GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
+# TINYGRAD_RNN_GOLDEN=DIR compares with a set captured on this machine (make_golden.py --out DIR)
+GOLDEN = pathlib.Path(os.environ.get("TINYGRAD_RNN_GOLDEN") or pathlib.Path(__file__).resolve().parent / "golden")
 FAMILIES = ("charlm_h64", "charlm_h256", "lstm_gru", "bidirectional", "edges", "fuzz")
 
 
@@ -55,6 +58,17 @@ def programs() -> list:
         return cases.load_programs(z["programs"])
 
 
+# The one change issue 26 asked for that moves bits: `stack` copies (a result must not share
+# memory with its inputs) and no longer points the stacked states at the copy's rows. With the
+# states left in their blocks, a loop longer than a block, or run under small thresholds,
+# groups W_hh's per-step products into other runs, so they are summed in another order. The
+# code of 5bf27a9 with that re-pointing switched off gives the new bits exactly (checked when
+# it was removed); these arrays must still agree to rounding: |new - golden| <= 16 eps max|golden|.
+RESUMMED = {("edges", f"{knobs}.{case}.{dt}", grad) for dt in ("float32", "float64") for knobs, case, grad in (
+    ("small", "rnn_cells_dense", "grad.cell.weight_hh"), ("late", "rnn_cells_dense", "grad.cell.weight_hh"),
+    ("default", "rnn_layer_100_steps", "grad.weight_hh_l0"))}
+
+
 def differences(family: str, case: str, got: dict, want: dict) -> list:
     """One line per array that is missing, extra, of another dtype or shape, or not equal."""
     where = f"{family}/{case}"
@@ -66,6 +80,10 @@ def differences(family: str, case: str, got: dict, want: dict) -> list:
         g, w = got[name], want[name]
         if g.dtype != w.dtype or g.shape != w.shape:
             lines.append(f"{where}: {name} is {g.shape} {g.dtype}, the golden one {w.shape} {w.dtype}")
+        elif (family, case, name) in RESUMMED:
+            bound = 16 * np.finfo(w.dtype).eps * np.abs(w).max()
+            if np.abs(g - w).max() > bound:
+                lines.append(f"{where}: {name} differs by {np.abs(g - w).max():.3g}, more than rounding ({bound:.3g})")
         elif not np.array_equal(g, w):
             diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
             lines.append(f"{where}: {name} differs in {np.count_nonzero(diff)} of {w.size} elements, "

@@ -529,7 +529,7 @@ def test_scatter_add_rows_sums_repeated_indices(dtype):
 
 @DTYPES
 def test_scatter_add_rows_into_sums_repeated_indices_into_a_transposed_buffer(dtype):
-    # the engine passes W.T of a Fortran-ordered W (autograd.ColumnGrad)
+    # the engine passes W.T of a Fortran-ordered W (fast/lazy.py ColumnGrad)
     g = np.arange(12, dtype=dtype).reshape(4, 3)
     idx = np.array([1, 1, 0, 1], dtype=np.int64)
     for fast_or_ref in pair("scatter_add_rows_into"):

@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 
 import tinygrad_rnn as tg
-from tinygrad_rnn import autograd, nn
+from tinygrad_rnn import nn
+from tinygrad_rnn.fast import accumulate
 from tinygrad_rnn.models import charlm
 from tinygrad_rnn.nn import functional as F
 from tinygrad_rnn.text import Vocab, builtin_text, load_corpus
+from modes import path
 
 
 def traced() -> int:
@@ -136,10 +138,14 @@ T, B, I, H = 10_000, 16, 8, 32
     # them before it moves to the step before, or half the graph stays held to the end
     pytest.param(2_000, False, id="generic-ops"),
 ])
-def test_backward_frees_each_step_as_it_passes(steps, fused, monkeypatch):
+def test_backward_frees_each_step_as_it_passes(steps, fused):
     """An RNNCell unrolled `steps` steps: during backward, memory falls as the walk moves
     from the last step to the first, and never rises above what the forward pass holds."""
-    monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)  # False: the step recorded op by op
+    with path(fused):  # plain: the step recorded op by op
+        _frees_each_step(steps)
+
+
+def _frees_each_step(steps):
     tg.manual_seed(0)
     cell = nn.RNNCell(I, H)
     xs = np.random.default_rng(0).standard_normal((steps, B, I)).astype(np.float32)
@@ -180,10 +186,10 @@ def test_backward_frees_each_step_as_it_passes(steps, fused, monkeypatch):
         tracemalloc.stop()
 
     # What backward may hold beyond the forward graph: the weights' gradients, and the
-    # engine's deferred weight products (autograd.OuterGrad): up to _OUTER_ROWS rows of each
-    # weight's two factors wait to be summed in one GEMM, and are copied once when they are.
+    # fast accumulator's deferred weight products (fast/lazy.py OuterGrad): up to OUTER_ROWS rows
+    # of each weight's two factors wait to be summed in one GEMM, and are copied once when they are.
     weights = sum(p.data.nbytes for p in cell.parameters())
-    deferred = 2 * autograd._OUTER_ROWS * (I + 2 * H) * 4
+    deferred = 2 * accumulate.OUTER_ROWS * (I + 2 * H) * 4
     slack = 2 * weights + deferred + 64_000
     assert graph > 1_000 * steps, graph  # the measurement sees the graph: ~2.7 kB a step
     assert peak - before <= slack, f"backward peaked {peak - before} bytes above the forward graph"
@@ -196,64 +202,35 @@ def test_backward_frees_each_step_as_it_passes(steps, fused, monkeypatch):
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-step", "generic-ops"])
-def test_stacked_hidden_states_are_held_once(fused, monkeypatch):
-    """A char-RNN stacks its T hidden states for the output layer while the graph still holds
-    each of them for BPTT; `stack` points the states at the stacked rows (share_storage), so
-    the graph keeps one copy. Op by op, the states the next step's matmul saved stay alive
-    there (only the producers are re-pointed): one copy more, still correct."""
-    monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
+def test_stack_copies_the_states_once_and_shares_no_memory_with_them(fused):
+    """`stack` makes one new array, as PyTorch's does: the T hidden states a char-RNN stacks
+    for its output layer are then held twice while the graph keeps them for BPTT (the price of
+    a result that shares no memory with its inputs; docs/fast.md), and writing into the result
+    leaves the states alone."""
     steps, batch, hidden = 300, 16, 64
-    tg.manual_seed(0)
-    cell = nn.RNNCell(I, hidden)
-    xs = np.random.default_rng(1).standard_normal((steps, batch, I)).astype(np.float32)
-    cell(tg.Tensor(xs[0])).sum().backward()
-    cell.zero_grad()
-    states = steps * batch * hidden * 4
-    gc.collect()
-    tracemalloc.start()
-    try:
-        h, outs = None, []
-        for t in range(steps):
-            h = cell(tg.Tensor(xs[t]), h)
-            outs.append(h)
-        before = traced()
-        hs = tg.stack(outs)
-        gc.collect()
-        grown = traced() - before
-    finally:
-        tracemalloc.stop()
-    if fused:
-        assert grown < 0.05 * states, f"stack added {grown / states:.2f}x the states' bytes"
-        assert all(np.shares_memory(o.data, hs.data) for o in outs)
-    else:
-        assert grown > 0.9 * states  # the matmuls' saved copies keep the originals
-    assert all(np.array_equal(o.data, hs.data[t]) for t, o in enumerate(outs))
-
-
-def test_sharing_stacked_storage_changes_no_gradient(monkeypatch):
-    # 40 states fit one block, whose rows `stack` would return as a view (tests/test_blocks.py);
-    # this test is about the copy and share_storage, so stack copies here
-    monkeypatch.setattr(tg.functional, "_as_rows", lambda tensors: None)
-
-    # float64, compared to 1e-12: a saved array pointed at the wrong row would be wrong in the
-    # leading digits, while the products may meet their operands in another memory order and
-    # the BLAS then sum in another order (float32 differed by 9.3e-10 on an AMD Zen 3)
-    def grads():
+    with path(fused):
         tg.manual_seed(0)
-        cell, head = nn.RNNCell(I, H).double(), nn.Linear(H, 5).double()
-        xs = np.random.default_rng(2).standard_normal((40, B, I))
-        h, outs = None, []
-        for t in range(40):
-            h = cell(tg.Tensor(xs[t]), h)
-            outs.append(h)
-        hs = tg.stack(outs)
-        sharing = np.shares_memory(outs[0].data, hs.data)
-        F.cross_entropy(head(hs.reshape(-1, H)), np.arange(40 * B) % 5).backward()
-        return sharing, [p.grad.data for p in list(cell.parameters()) + list(head.parameters())]
-
-    sharing, shared = grads()
-    monkeypatch.setattr(tg.functional, "share_storage", lambda tensors, rows: None)
-    not_sharing, separate = grads()
-    assert sharing and not not_sharing
-    for a, b in zip(shared, separate):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+        cell = nn.RNNCell(I, hidden)
+        xs = np.random.default_rng(1).standard_normal((steps, batch, I)).astype(np.float32)
+        cell(tg.Tensor(xs[0])).sum().backward()
+        cell.zero_grad()
+        states = steps * batch * hidden * 4
+        gc.collect()
+        tracemalloc.start()
+        try:
+            h, outs = None, []
+            for t in range(steps):
+                h = cell(tg.Tensor(xs[t]), h)
+                outs.append(h)
+            before = traced()
+            hs = tg.stack(outs)
+            gc.collect()
+            grown = traced() - before
+        finally:
+            tracemalloc.stop()
+    assert 0.99 * states < grown < 1.05 * states, f"stack added {grown / states:.2f}x the states' bytes"
+    assert not any(np.shares_memory(o.data, hs.data) for o in outs)
+    kept = outs[1].data.copy()
+    hs.data[1] = 7.0
+    assert np.array_equal(outs[1].data, kept)
+    assert all(np.array_equal(o.data, hs.data[t]) for t, o in enumerate(outs) if t != 1)

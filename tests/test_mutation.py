@@ -10,7 +10,7 @@ from tinygrad_rnn import Tensor, nn
 from tinygrad_rnn.autograd import Function
 from tinygrad_rnn.op_table import OPS
 from tinygrad_rnn.ops.elementwise import Add
-from tinygrad_rnn.ops.rnn import RNNCellStep
+from tinygrad_rnn.fast.steps import RNNCellStep
 
 MUTANTS = ms.all_mutants()
 

@@ -7,13 +7,14 @@ import weakref
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor, nn, optim
 from tinygrad_rnn.nn import functional as F
 from tinygrad_rnn.nn.utils import functional_call
+from modes import path
 from tolerances import EXACT, EXACT64, GRADCHECK
 
 # Each tolerance below states the largest error seen over 3 runs with fresh random data (for
@@ -128,10 +129,10 @@ def unrolled_loss(cell, head, xs, h0, ys):
 
 
 @pytest.fixture(params=["fused", "unfused"])
-def rnn_step_path(request, monkeypatch):
+def rnn_step_path(request):
     """Run a test on both Elman step paths: one fused graph node, or the generic ops."""
-    monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", request.param == "fused")
-    return request.param
+    with path(request.param == "fused"):
+        yield request.param
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu", "sigmoid"])
@@ -185,24 +186,24 @@ def test_rnncell_bptt_passes_gradcheck_and_repeats_exactly(rnn_step_path, act):
     assert all(np.array_equal(a, p.grad.data) for a, p in zip(g1, params))
 
 
-def _run_both_paths(monkeypatch, build, run, flag="FUSED_RNN_STEP", seed=3):
-    """(outputs, grads) of `run(build())` with the fused step and with the generic ops."""
+def _run_both_paths(build, run, seed=3):
+    """(outputs, grads) of `run(build())` on the fast path and on the plain one."""
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(nn.rnn, flag, fused)
         tg.manual_seed(seed)
-        module, inputs = build()
-        out = run(module, inputs)
-        out.backward(np.cos(np.arange(out.data.size)).reshape(out.shape).astype(out.dtype))
+        with path(fused):
+            module, inputs = build()
+            out = run(module, inputs)
+            out.backward(np.cos(np.arange(out.data.size)).reshape(out.shape).astype(out.dtype))
         grads = [p.grad.data for p in module.parameters()] + [x.grad.data for x in inputs]
         results.append((out.data, grads))
     return results
 
 
-def _assert_fused_equals_generic(monkeypatch, build, run, flag="FUSED_RNN_STEP", dtype=np.float64, seed=3):
+def _assert_fused_equals_generic(build, run, dtype=np.float64, seed=3):
     """The fused step's forward is the op-by-op graph's bit for bit; its gradients are the same
     sums, with a weight's per-step products added in another order."""
-    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(monkeypatch, build, run, flag, seed)
+    (out_f, grads_f), (out_u, grads_u) = _run_both_paths(build, run, seed)
     assert out_f.dtype == dtype and np.array_equal(out_f, out_u)
     # largest error seen: float64 1/22 of the bound, float32 1/18
     tol = 5e-14 if dtype == np.float64 else 1e-5
@@ -210,20 +211,20 @@ def _assert_fused_equals_generic(monkeypatch, build, run, flag="FUSED_RNN_STEP",
         np.testing.assert_allclose(gf, gu, rtol=tol, atol=tol)
 
 
-FUSED_CELLS = {  # a cell of each fused step, and the switch that turns the step off
-    "RNNCell[tanh]": (lambda I, H, bias: nn.RNNCell(I, H, bias, "tanh"), "FUSED_RNN_STEP"),
-    "RNNCell[relu]": (lambda I, H, bias: nn.RNNCell(I, H, bias, "relu"), "FUSED_RNN_STEP"),
-    "RNNCell[sigmoid]": (lambda I, H, bias: nn.RNNCell(I, H, bias, "sigmoid"), "FUSED_RNN_STEP"),
-    "LSTMCell": (lambda I, H, bias: nn.LSTMCell(I, H, bias), "FUSED_LSTM_STEP"),
-    "GRUCell": (lambda I, H, bias: nn.GRUCell(I, H, bias), "FUSED_GRU_STEP"),
+FUSED_CELLS = {  # a cell of each fused step
+    "RNNCell[tanh]": lambda I, H, bias: nn.RNNCell(I, H, bias, "tanh"),
+    "RNNCell[relu]": lambda I, H, bias: nn.RNNCell(I, H, bias, "relu"),
+    "RNNCell[sigmoid]": lambda I, H, bias: nn.RNNCell(I, H, bias, "sigmoid"),
+    "LSTMCell": lambda I, H, bias: nn.LSTMCell(I, H, bias),
+    "GRUCell": lambda I, H, bias: nn.GRUCell(I, H, bias),
 }
 
 
 @pytest.mark.parametrize("kind", list(FUSED_CELLS))
 @given(dtype=st.sampled_from([np.float32, np.float64]), bias=st.booleans(), T=st.integers(1, 9),
        B=st.integers(1, 4), I=st.integers(1, 6), H=st.integers(1, 6), seed=st.integers(0, 2**16))
-def test_fused_steps_equal_the_generic_ops(monkeypatch, kind, dtype, bias, T, B, I, H, seed):
-    make, flag = FUSED_CELLS[kind]
+def test_fused_steps_equal_the_generic_ops(kind, dtype, bias, T, B, I, H, seed):
+    make = FUSED_CELLS[kind]
     rng = np.random.default_rng(seed)
     arrays = [rng.standard_normal((T, B, I))] + [rng.standard_normal((B, H)) for _ in range(1 + (kind == "LSTMCell"))]
 
@@ -234,24 +235,24 @@ def test_fused_steps_equal_the_generic_ops(monkeypatch, kind, dtype, bias, T, B,
         xs, *state = inputs
         return _unroll_cell(cell, xs, tuple(state) if len(state) > 1 else state[0])
 
-    _assert_fused_equals_generic(monkeypatch, build, run, flag, dtype, seed)
+    _assert_fused_equals_generic(build, run, dtype, seed)
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])
-def test_fused_step_in_deep_bidirectional_rnn_equals_the_generic_ops(monkeypatch, act):
+def test_fused_step_in_deep_bidirectional_rnn_equals_the_generic_ops(act):
     x0 = np.random.default_rng(1).standard_normal((6, 2, 3))
 
     def build():
         return nn.RNN(3, 4, num_layers=2, nonlinearity=act, bidirectional=True).double(), [f64(x0)]
 
-    _assert_fused_equals_generic(monkeypatch, build, lambda m, i: m(i[0])[0])
+    _assert_fused_equals_generic(build, lambda m, i: m(i[0])[0])
 
 
 def test_fused_step_errors_name_the_op_and_shapes():
     cell = nn.RNNCell(4, 5)
     with pytest.raises(tg.ShapeError, match=r"rnn_cell.*float64"):
         cell(Tensor(np.zeros((2, 4))), None)  # float64 input, float32 weights
-    from tinygrad_rnn.ops.rnn import RNNCellStep
+    from tinygrad_rnn.fast.steps import RNNCellStep
     with pytest.raises(tg.ShapeError, match=r"RNNCellStep.*h \(2, 6\)"):
         RNNCellStep.apply(Tensor(np.zeros((2, 4), np.float32)), Tensor(np.zeros((2, 6), np.float32)),
                           cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
@@ -265,7 +266,7 @@ def test_fused_step_errors_name_the_op_and_shapes():
         RNNCellStep.apply(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, None)
 
 
-def test_fused_lstm_step_in_deep_bidirectional_lstm_equals_the_generic_ops(monkeypatch):
+def test_fused_lstm_step_in_deep_bidirectional_lstm_equals_the_generic_ops():
     x0 = np.random.default_rng(3).standard_normal((2, 6, 3))
 
     def build():
@@ -275,11 +276,11 @@ def test_fused_lstm_step_in_deep_bidirectional_lstm_equals_the_generic_ops(monke
         out, (h_n, c_n) = m(i[0])
         return out.sum() + (h_n * c_n).sum()
 
-    _assert_fused_equals_generic(monkeypatch, build, run, "FUSED_LSTM_STEP")
+    _assert_fused_equals_generic(build, run)
 
 
 def test_fused_lstm_step_passes_gradcheck_and_names_bad_shapes():
-    from tinygrad_rnn.ops.rnn import LSTMCellStep
+    from tinygrad_rnn.fast.steps import LSTMCellStep
     rng = np.random.default_rng(4)
     args = [f64(rng.standard_normal(s)) for s in ((2, 3), (2, 4), (2, 4), (16, 3), (16, 4), (16,), (16,))]
     assert tg.gradcheck(lambda *a: LSTMCellStep.apply(*a), args, **GRADCHECK)
@@ -289,17 +290,17 @@ def test_fused_lstm_step_passes_gradcheck_and_names_bad_shapes():
         LSTMCellStep.apply(Tensor(np.zeros((2, 3), np.float32)), *args[1:])
 
 
-def test_fused_gru_step_in_deep_bidirectional_gru_equals_the_generic_ops(monkeypatch):
+def test_fused_gru_step_in_deep_bidirectional_gru_equals_the_generic_ops():
     x0 = np.random.default_rng(6).standard_normal((6, 2, 3))
 
     def build():
         return nn.GRU(3, 4, num_layers=2, bidirectional=True).double(), [f64(x0)]
 
-    _assert_fused_equals_generic(monkeypatch, build, lambda m, i: m(i[0])[0], "FUSED_GRU_STEP")
+    _assert_fused_equals_generic(build, lambda m, i: m(i[0])[0])
 
 
 def test_fused_gru_step_passes_gradcheck_and_names_bad_shapes():
-    from tinygrad_rnn.ops.rnn import GRUCellStep
+    from tinygrad_rnn.fast.steps import GRUCellStep
     rng = np.random.default_rng(7)
     args = [f64(rng.standard_normal(s)) for s in ((2, 3), (2, 4), (12, 3), (12, 4), (12,), (12,))]
     assert tg.gradcheck(lambda *a: GRUCellStep.apply(*a), args, **GRADCHECK)
@@ -308,7 +309,7 @@ def test_fused_gru_step_passes_gradcheck_and_names_bad_shapes():
 
 
 # ----------------------------------------------------------------------------- token-id input
-CELL_FLAGS = [(nn.RNNCell, "FUSED_RNN_STEP"), (nn.LSTMCell, "FUSED_LSTM_STEP"), (nn.GRUCell, "FUSED_GRU_STEP")]
+CELLS = [nn.RNNCell, nn.LSTMCell, nn.GRUCell]
 
 
 def _unroll_cell(cell, xs, state):
@@ -332,26 +333,26 @@ def _ids_and_one_hot(cell, ids, state0, dtype):
     return results
 
 
-@pytest.mark.parametrize("Cell,flag", CELL_FLAGS)
+@pytest.mark.parametrize("Cell", CELLS)
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @given(T=st.integers(1, 6), B=st.integers(1, 4), I=st.integers(1, 7), H=st.integers(1, 5),
        seed=st.integers(0, 2**16))
-def test_token_ids_give_the_one_hot_inputs_numbers(monkeypatch, Cell, flag, fused, dtype, T, B, I, H, seed):
+def test_token_ids_give_the_one_hot_inputs_numbers(Cell, fused, dtype, T, B, I, H, seed):
     # one_hot(ids) @ W.T is a gather: forward bit for bit, gradients the same sums in another
     # order (repeated tokens in a batch included: B > I happens)
-    monkeypatch.setattr(nn.rnn, flag, fused)
-    rng = np.random.default_rng(seed)
-    cell = Cell(I, H).to(dtype)
-    ids = rng.integers(0, I, (T, B))
-    state0 = [rng.standard_normal((B, H)).astype(dtype) for _ in range(2 if Cell is nn.LSTMCell else 1)]
-    (out_i, grads_i), (out_o, grads_o) = _ids_and_one_hot(cell, ids, state0, dtype)
-    assert out_i.dtype == dtype and np.array_equal(out_i, out_o)
-    # largest error seen: float64 1/31 of the bound (3.6e-15), float32 1/62 (1.9e-6)
-    tol = 1e-14 if dtype == np.float64 else 1e-5
-    for gi, go in zip(grads_i, grads_o):
-        assert gi.flags.c_contiguous
-        np.testing.assert_allclose(gi, go, rtol=tol, atol=tol)
+    with path(fused):
+        rng = np.random.default_rng(seed)
+        cell = Cell(I, H).to(dtype)
+        ids = rng.integers(0, I, (T, B))
+        state0 = [rng.standard_normal((B, H)).astype(dtype) for _ in range(2 if Cell is nn.LSTMCell else 1)]
+        (out_i, grads_i), (out_o, grads_o) = _ids_and_one_hot(cell, ids, state0, dtype)
+        assert out_i.dtype == dtype and np.array_equal(out_i, out_o)
+        # largest error seen: float64 1/31 of the bound (3.6e-15), float32 1/62 (1.9e-6)
+        tol = 1e-14 if dtype == np.float64 else 1e-5
+        for gi, go in zip(grads_i, grads_o):
+            assert gi.flags.c_contiguous
+            np.testing.assert_allclose(gi, go, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("Layer", [nn.RNN, nn.LSTM, nn.GRU])
@@ -375,7 +376,7 @@ def test_sequence_layers_take_token_ids(Layer):
 
 @pytest.mark.parametrize("op", ["RNNCellStep", "LSTMCellStep", "GRUCellStep"])
 def test_fused_steps_on_token_ids_pass_gradcheck(op):
-    from tinygrad_rnn.ops import rnn as ops
+    from tinygrad_rnn.fast import steps as ops
     gates = {"RNNCellStep": 1, "LSTMCellStep": 4, "GRUCellStep": 3}[op]
     rng = np.random.default_rng(9)
     ids = np.array([2, 0, 2])  # a repeated token: its column gets both rows' gradients
@@ -387,7 +388,7 @@ def test_fused_steps_on_token_ids_pass_gradcheck(op):
 def test_a_weight_fed_token_ids_and_used_densely_gets_both_gradients():
     # ColumnGrad's Fortran-ordered buffer and a dense gradient meet in one sum; the weight
     # also passes through an op first, so the buffer reaches a backward, not just a leaf
-    from tinygrad_rnn.ops.rnn import RNNCellStep
+    from tinygrad_rnn.fast.steps import RNNCellStep
     rng = np.random.default_rng(10)
     w0, h0 = rng.standard_normal((4, 3)), rng.standard_normal((3, 4))
     ids = np.array([1, 1, 2])
@@ -402,44 +403,44 @@ def test_a_weight_fed_token_ids_and_used_densely_gets_both_gradients():
     np.testing.assert_allclose(grads[0], grads[1], rtol=EXACT64)  # exact in every run
 
 
-@pytest.mark.parametrize("Cell,flag", CELL_FLAGS)
+@pytest.mark.parametrize("Cell", CELLS)
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
-def test_token_ids_overwritten_after_forward_change_nothing(monkeypatch, Cell, flag, fused):
+def test_token_ids_overwritten_after_forward_change_nothing(Cell, fused):
     # a data loader refilling its batch buffer before backward: the step kept its own copy
     # (the backward's scatter would otherwise index out of bounds)
-    monkeypatch.setattr(nn.rnn, flag, fused)
-    cell = Cell(4, 3).double()
-    grads = []
-    for overwrite in (False, True):
-        cell.zero_grad()
-        ids = np.array([3, 0, 3])
-        out = cell(ids)
-        if overwrite:
-            ids[:] = 10**9
-        (out[0] if isinstance(out, tuple) else out).sum().backward()
-        grads.append([p.grad.data.copy() for p in cell.parameters()])
-    for a, b in zip(*grads):
-        np.testing.assert_array_equal(a, b)
+    with path(fused):
+        cell = Cell(4, 3).double()
+        grads = []
+        for overwrite in (False, True):
+            cell.zero_grad()
+            ids = np.array([3, 0, 3])
+            out = cell(ids)
+            if overwrite:
+                ids[:] = 10**9
+            (out[0] if isinstance(out, tuple) else out).sum().backward()
+            grads.append([p.grad.data.copy() for p in cell.parameters()])
+        for a, b in zip(*grads):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
-def test_token_id_errors_name_the_op_and_the_id(monkeypatch, fused):
-    monkeypatch.setattr(nn.rnn, "FUSED_RNN_STEP", fused)
-    cell = nn.RNNCell(4, 5)
-    with pytest.raises(tg.ShapeError, match=r"(RNNCellStep: token id|Embedding: index) 4 is out of range for 4"):
-        cell(np.array([0, 4]))
-    with pytest.raises(tg.ShapeError, match=r"-1 is out of range for 4"):
-        cell(np.array([-1, 0]))
-    with pytest.raises(ValueError, match=r"RNNCell: integer input is read as token ids.*\(2, 4\) int64"):
-        cell(np.zeros((2, 4), np.int64))
-    with pytest.raises(ValueError, match=r"RNN: expected input.*token ids with 2 or 1; got \(2, 3, 4\) int64"):
-        nn.RNN(4, 5)(np.zeros((2, 3, 4), np.int64))
-    # a loop's step (token ids and a state Tensor) takes RNNCell's short path when the state's
-    # shape fits; when it does not, the long path names it
-    with pytest.raises(ValueError, match=r"RNNCell: expected hidden state of shape \(2, 5\), got \(3, 5\)"):
-        cell(np.array([0, 1]), tg.zeros(3, 5))
-    with pytest.raises(ValueError, match=r"expected hidden state of shape \(2, 5\), got \(2, 4\)"):
-        cell(np.array([0, 1]), tg.zeros(2, 4))
+def test_token_id_errors_name_the_op_and_the_id(fused):
+    with path(fused):
+        cell = nn.RNNCell(4, 5)
+        with pytest.raises(tg.ShapeError, match=r"(RNNCellStep: token id|Embedding: index) 4 is out of range for 4"):
+            cell(np.array([0, 4]))
+        with pytest.raises(tg.ShapeError, match=r"-1 is out of range for 4"):
+            cell(np.array([-1, 0]))
+        with pytest.raises(ValueError, match=r"RNNCell: integer input is read as token ids.*\(2, 4\) int64"):
+            cell(np.zeros((2, 4), np.int64))
+        with pytest.raises(ValueError, match=r"RNN: expected input.*token ids with 2 or 1; got \(2, 3, 4\) int64"):
+            nn.RNN(4, 5)(np.zeros((2, 3, 4), np.int64))
+        # a loop's step (token ids and a state Tensor) takes RNNCell's short path when the state's
+        # shape fits; when it does not, the long path names it
+        with pytest.raises(ValueError, match=r"RNNCell: expected hidden state of shape \(2, 5\), got \(3, 5\)"):
+            cell(np.array([0, 1]), tg.zeros(3, 5))
+        with pytest.raises(ValueError, match=r"expected hidden state of shape \(2, 5\), got \(2, 4\)"):
+            cell(np.array([0, 1]), tg.zeros(2, 4))
 
 
 def test_the_token_id_short_path_gives_what_the_checked_path_gives():
@@ -457,7 +458,7 @@ def test_the_token_id_short_path_gives_what_the_checked_path_gives():
 def test_the_short_path_records_the_node_apply_records(case):
     """RNNCellStep.apply_to_tensors (what a cell calls with token ids and a Tensor state) makes
     the node, output, flags and errors that the generic apply makes from the same inputs."""
-    from tinygrad_rnn.ops.rnn import RNNCellStep
+    from tinygrad_rnn.fast.steps import RNNCellStep
     rng = np.random.default_rng(5)
     cell = nn.RNNCell(4, 5).double()
     ids = np.array([3, 0, 2])
@@ -792,7 +793,7 @@ def test_lstm_learns_a_latch_that_a_plain_rnn_of_the_same_size_does_not():
 
 @pytest.mark.parametrize("odd", range(6), ids=["x", "h", "w_ih", "w_hh", "b_ih", "b_hh"])
 def test_the_fused_step_refuses_any_one_input_of_another_dtype(odd):
-    from tinygrad_rnn.ops.rnn import RNNCellStep
+    from tinygrad_rnn.fast.steps import RNNCellStep
     shapes = [(2, 3), (2, 4), (4, 3), (4, 4), (4,), (4,)]
     args = [tg.Tensor(np.zeros(s, np.float64 if i == odd else np.float32)) for i, s in enumerate(shapes)]
     with pytest.raises(tg.ShapeError, match=r"rnn_cell: dtype mismatch \(.*float64"):

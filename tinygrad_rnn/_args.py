@@ -4,7 +4,48 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import _NUMERIC_KINDS, Tensor, _to_array
+from .tensor import Tensor
+
+
+# bool, integers, floats, complex. Strings, objects, dates are refused, as in PyTorch: numpy
+# would keep them, and ops would fail far from the cause or answer nonsense.
+_NUMERIC_KINDS = "biufc"
+
+
+def _to_array(data, dtype=None) -> np.ndarray:
+    """Python floats and lists become float32 (ints stay int64) unless `dtype` says otherwise;
+    numpy arrays keep their dtype."""
+    if isinstance(data, Tensor):
+        arr = data.data
+    elif isinstance(data, np.ndarray):
+        arr = data
+    else:
+        try:
+            arr = np.asarray(data)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"Tensor(): {e}") from None
+        # only without an explicit dtype: rounding through float32 would lose float64 precision
+        if dtype is None and arr.dtype == np.float64 and not isinstance(data, np.generic):
+            arr = arr.astype(np.float32)
+    if arr.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"Tensor(): invalid data type {_what(data, arr)}; expected numbers, "
+                        "(nested) lists of numbers or a numeric numpy array")
+    if dtype is not None and arr.dtype != np.dtype(dtype):
+        if np.dtype(dtype).kind not in _NUMERIC_KINDS:
+            raise TypeError(f"Tensor(): invalid dtype {np.dtype(dtype)}; expected bool, an integer, "
+                            "a float or a complex dtype")
+        arr = arr.astype(dtype)
+    return arr
+
+
+def _what(data, arr: np.ndarray) -> str:
+    """The type that made `arr` non-numeric, for the error message."""
+    if isinstance(data, np.ndarray) or arr.dtype.kind != "O":
+        return {"U": "'str'", "S": "'bytes'"}.get(arr.dtype.kind, f"(dtype {arr.dtype})")
+    for x in arr.flat:
+        if not isinstance(x, (int, float, complex, np.generic)):
+            return repr(type(x).__name__)
+    return "'int' (too large for 64 bits)"
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
@@ -106,3 +147,9 @@ def _arg(fn, t, dim, keepdim):
     d = _norm_dim(dim, t.ndim, fn.__name__)
     idx = fn(t.data, axis=d)
     return Tensor._make(np.expand_dims(idx, d) if keepdim else np.asarray(idx), False, None)
+
+
+def is_token_ids(x) -> bool:
+    """Integer input to a recurrent step stands for one-hot rows (the one rule for cells,
+    layers and the fused steps)."""
+    return x.dtype.kind in "iu"

@@ -69,6 +69,9 @@ def _typed_train_options(argv) -> set:
 
 
 def cmd_train(args) -> int:
+    from . import fast
+
+    fast.retain_freed_memory()  # a training process reuses its freed arrays (fast/malloc.py)
     fields = {f.name for f in dataclasses.fields(charlm.TrainConfig)}
     cfg = charlm.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if cfg.clip_norm == 0:
@@ -325,7 +328,9 @@ def _add_profile(sub):
 
 
 def cmd_profile(args) -> int:
-    from . import debug
+    from . import debug, fast
+
+    fast.retain_freed_memory()  # as `train` does
 
     for flag, value, low in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0), ("--top", args.top, 1)):
         if value is not None and value < low:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import blocks, rng
+from . import rng
 from .ops import elementwise as _E
 from .ops import movement as _V
 from .ops import nn as _N
-from .autograd import share_storage
 from .tensor import Tensor, _norm_dim, _operand
 
 
@@ -32,24 +31,9 @@ concatenate = cat
 
 
 def stack(tensors, dim=0) -> Tensor:
-    """Tensors of one shape joined along a new axis `dim`. The hidden states of a recurrent
-    loop, stacked along dim 0 in time order, usually come back as a view of the array the
-    steps wrote them into (tinygrad_rnn/blocks.py), not a copy: writing into the result then
-    writes into them, as writing into them would after `share_storage`."""
+    """Tensors of one shape joined along a new axis `dim`, into a new array (as PyTorch's)."""
     ts = _tensors(tensors, "stack")
-    dim = _norm_dim(dim, ts[0].ndim + 1, "stack")
-    joined = _as_rows(ts) if dim == 0 else None
-    out = _V.Stack.apply(*ts, dim=dim, joined=joined)
-    if dim == 0 and joined is None and out._ctx is not None:
-        share_storage(ts, out._data)  # the graph keeps one copy of the stacked states, not two
-    return out
-
-
-def _as_rows(ts):
-    """The tensors' arrays as one view when their producers wrote them into consecutive rows
-    of one block (blocks.py), else None."""
-    at = getattr(ts[0]._ctx, "out_at", None)
-    return None if at is None else blocks.run([t._data for t in ts], *at)
+    return _V.Stack.apply(*ts, dim=_norm_dim(dim, ts[0].ndim + 1, "stack"))
 
 
 def where(condition, a, b) -> Tensor:

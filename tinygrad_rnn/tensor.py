@@ -19,47 +19,6 @@ int64 = np.int64
 _reduction_result = namedtuple("return_types", ["values", "indices"])
 
 
-# bool, integers, floats, complex. Strings, objects, dates are refused, as in PyTorch: numpy
-# would keep them, and ops would fail far from the cause or answer nonsense.
-_NUMERIC_KINDS = "biufc"
-
-
-def _to_array(data, dtype=None) -> np.ndarray:
-    """Python floats and lists become float32 (ints stay int64) unless `dtype` says otherwise;
-    numpy arrays keep their dtype."""
-    if isinstance(data, Tensor):
-        arr = data.data
-    elif isinstance(data, np.ndarray):
-        arr = data
-    else:
-        try:
-            arr = np.asarray(data)
-        except ValueError as e:  # ragged nested lists
-            raise ValueError(f"Tensor(): {e}") from None
-        # only without an explicit dtype: rounding through float32 would lose float64 precision
-        if dtype is None and arr.dtype == np.float64 and not isinstance(data, np.generic):
-            arr = arr.astype(np.float32)
-    if arr.dtype.kind not in _NUMERIC_KINDS:
-        raise TypeError(f"Tensor(): invalid data type {_what(data, arr)}; expected numbers, "
-                        "(nested) lists of numbers or a numeric numpy array")
-    if dtype is not None and arr.dtype != np.dtype(dtype):
-        if np.dtype(dtype).kind not in _NUMERIC_KINDS:
-            raise TypeError(f"Tensor(): invalid dtype {np.dtype(dtype)}; expected bool, an integer, "
-                            "a float or a complex dtype")
-        arr = arr.astype(dtype)
-    return arr
-
-
-def _what(data, arr: np.ndarray) -> str:
-    """The type that made `arr` non-numeric, for the error message."""
-    if isinstance(data, np.ndarray) or arr.dtype.kind != "O":
-        return {"U": "'str'", "S": "'bytes'"}.get(arr.dtype.kind, f"(dtype {arr.dtype})")
-    for x in arr.flat:
-        if not isinstance(x, (int, float, complex, np.generic)):
-            return repr(type(x).__name__)
-    return "'int' (too large for 64 bits)"
-
-
 # Counts every version bump of every tensor. A node records it when made; if it has not moved by
 # the time backward reaches the node, no input can have changed, and the per-input check is skipped.
 _WRITES = [0]
@@ -509,7 +468,7 @@ class RemovableHandle:
 
 # The argument helpers and the ops import Tensor from here (the ops through autograd): import
 # them last.
-from ._args import (_arg, _compare, _dims, _index_arg, _kd, _norm_dim, _operand,  # noqa: E402
+from ._args import (_NUMERIC_KINDS, _arg, _compare, _dims, _index_arg, _kd, _norm_dim, _operand, _to_array,  # noqa: E402
                     _scalar, _shape_arg)
 from .ops import elementwise as _E  # noqa: E402
 from .ops import matmul as _M  # noqa: E402

@@ -29,18 +29,18 @@ def thresholds(block_rows=None, outer_rows=None, outer_min_size=None, runs_kept=
     """Set the engine's speed thresholds for the cases run inside; None keeps a default.
 
     block_rows      rows per block of recurrent states and their gradient twins
-                    (tinygrad_rnn/blocks.py BLOCK_ROWS, default 64)
+                    (tinygrad_rnn/fast/blocks.py BLOCK_ROWS, default 64)
     outer_rows      rows of deferred weight-gradient factors that make the walk evaluate them
-                    early (autograd._OUTER_ROWS, default 4096)
+                    early (fast/accumulate.py OUTER_ROWS, default 4096)
     outer_min_size  weight elements below which a product not fed by a gradient row is
-                    evaluated at once (autograd._OUTER_MIN_SIZE, default 128 * 128)
-    runs_kept       blocks whose open runs one walk keeps (blocks._RUNS_KEPT, default 4)
+                    evaluated at once (fast/accumulate.py OUTER_MIN_SIZE, default 128 * 128)
+    runs_kept       blocks whose open runs one walk keeps (fast/blocks.py RUNS_KEPT, default 4)
 
     These are module globals read at each use, so setting them here is all it takes."""
-    from tinygrad_rnn import autograd, blocks
+    from tinygrad_rnn.fast import accumulate, blocks
 
-    knobs = [(blocks, "BLOCK_ROWS", block_rows), (autograd, "_OUTER_ROWS", outer_rows),
-             (autograd, "_OUTER_MIN_SIZE", outer_min_size), (blocks, "_RUNS_KEPT", runs_kept)]
+    knobs = [(blocks, "BLOCK_ROWS", block_rows), (accumulate, "OUTER_ROWS", outer_rows),
+             (accumulate, "OUTER_MIN_SIZE", outer_min_size), (blocks, "RUNS_KEPT", runs_kept)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in knobs]
     try:
         for module, name, value in knobs:
@@ -54,7 +54,7 @@ def thresholds(block_rows=None, outer_rows=None, outer_min_size=None, runs_kept=
 
 def _fuzz_namespace() -> dict:
     """The names a fuzz program's body uses besides its leaves and constants."""
-    from tinygrad_rnn.ops.rnn import GRUCellStep, LSTMCellStep, RNNCellStep
+    from tinygrad_rnn.fast.steps import GRUCellStep, LSTMCellStep, RNNCellStep
 
     return {"np": np, "tg": tg, "F": F, "RNNCellStep": RNNCellStep, "LSTMCellStep": LSTMCellStep,
             "GRUCellStep": GRUCellStep, "WIDE": np.float64}

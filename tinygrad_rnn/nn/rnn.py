@@ -1,8 +1,9 @@
 """Recurrent layers: one-step cells, and RNN/LSTM/GRU that loop those same steps over a sequence.
 
 Nothing here knows about backpropagation through time. A step is one time step's math: the
-Elman, LSTM and GRU steps as one fused graph node each (ops/rnn.py; `FUSED_RNN_STEP`,
-`FUSED_LSTM_STEP`, `FUSED_GRU_STEP = False` record their ordinary ops instead); a Python
+Elman, LSTM and GRU steps as one fused graph node each (fast/steps.py; with
+`tinygrad_rnn.fast.disabled()` they are recorded op by op, as `_rnn_step_unfused`, `_lstm_step`
+and `_gru_step` spell them); a Python
 `for t in range(T)` records T copies of it in the graph, and `loss.backward()` on that graph
 *is* BPTT.
 
@@ -26,7 +27,9 @@ import math
 import numpy as np
 
 from ..functional import cat, stack
-from ..ops.rnn import GRUCellStep, LSTMCellStep, RNNCellStep, is_token_ids
+from .. import fast
+from .._args import is_token_ids
+from ..fast.steps import GRUCellStep, LSTMCellStep, RNNCellStep
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -34,17 +37,8 @@ from .module import Module, Parameter
 
 _ACTIVATIONS = {"tanh": Tensor.tanh, "relu": Tensor.relu, "sigmoid": Tensor.sigmoid}
 
-# The Elman step runs as one graph node (ops/rnn.py) unless this is False; then it is recorded
-# op by op as `_rnn_step_unfused` spells it. Both give the same numbers (tests/test_rnn.py).
-FUSED_RNN_STEP = True
-# Likewise the LSTM and GRU steps (ops/rnn.py `LSTMCellStep`, `GRUCellStep`; `_lstm_step` and
-# `_gru_step` spell them op by op).
-FUSED_LSTM_STEP = True
-FUSED_GRU_STEP = True
-
-
 def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
-    if FUSED_RNN_STEP:
+    if fast.enabled():
         # nonlinearity passed by position: a keyword costs apply a dict, 0.2 µs a time step
         return RNNCellStep.apply(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
     return _rnn_step_unfused(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
@@ -64,14 +58,14 @@ def _lstm(w_ih, w_hh, b_ih, b_hh):
     """(step, its weights) for an LSTM step: the fused node on PyTorch's layout, or the op-by-op
     step on transposed weights (in, 4H) and b_ih + b_hh, which a sequence layer prepares once
     per forward, not once per step."""
-    if FUSED_LSTM_STEP:
+    if fast.enabled():
         return _lstm_step_fused, (w_ih, w_hh, b_ih, b_hh)
     return _lstm_step, (w_ih.T, w_hh.T, _sum(b_ih, b_hh))
 
 
 def _gru(w_ih, w_hh, b_ih, b_hh):
     """(step, its weights) for a GRU step, as `_lstm` does (the biases stay apart)."""
-    if FUSED_GRU_STEP:
+    if fast.enabled():
         return GRUCellStep.apply, (w_ih, w_hh, b_ih, b_hh)
     return _gru_step, (w_ih.T, w_hh.T, b_ih, b_hh)
 
@@ -199,7 +193,7 @@ class RNNCell(_CellBase):
                 and hx._data.shape == (input.shape[0], self.hidden_size):
             # a char-RNN loop's every step: a batch of token ids and the previous state, nothing
             # for _batch to convert or refuse (1.0 µs a step of 15 at H=64)
-            if FUSED_RNN_STEP and self.bias_ih is not None and self.bias_hh is not None:
+            if fast.enabled() and self.bias_ih is not None and self.bias_hh is not None:
                 return RNNCellStep.apply_to_tensors(input, hx, self.weight_ih, self.weight_hh, self.bias_ih,
                                                     self.bias_hh, self.nonlinearity)
             return _rnn_step(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)

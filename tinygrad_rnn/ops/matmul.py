@@ -3,7 +3,9 @@ batch dimensions. A 1-D operand is treated as a row (left) or a column (right) a
 dimension is dropped from the result; backward puts it back, multiplies, and drops it again."""
 import numpy as np
 
-from ..autograd import Function, OuterGrad, check_same_dtype
+from .. import fast
+from ..autograd import Function, check_same_dtype
+from ..fast.lazy import OuterGrad
 from ..kernels import K
 
 
@@ -21,9 +23,7 @@ class MatMul(Function):
         a, b = self.saved
         need_a, need_b = self.needs_input_grad
         if a.ndim == 2 and b.ndim == 2:  # the common case, without the 1-D bookkeeping
-            # b's gradient a.T @ g is left to the engine, which sums a weight's per-step
-            # products in one GEMM (autograd.OuterGrad)
-            return (K.matmul(g, b.T) if need_a else None), (OuterGrad(a, g) if need_b else None)
+            return (K.matmul(g, b.T) if need_a else None), (_outer(a, g) if need_b else None)
         # restore the dropped unit dimensions: (..., n, m) with n = 1 for a 1-D a, m = 1 for a 1-D b
         if b.ndim == 1:
             g = g[..., None]
@@ -66,5 +66,11 @@ class Linear(Function):
         x, w = self.saved
         need_x, need_w, need_b = self.needs_input_grad
         return (K.matmul(g, w) if need_x else None,
-                OuterGrad(g, x) if need_w else None,  # g.T @ x, summed over uses by the engine
+                _outer(g, x) if need_w else None,
                 K.sum_rows(g) if need_b else None)
+
+
+def _outer(a, b):
+    """a.T @ b: a weight's share. The fast path leaves it lazy (fast/lazy.py), and the walk sums
+    the products a weight receives at every time step in one GEMM."""
+    return OuterGrad(a, b) if fast.enabled() else K.matmul(a.T, b)

@@ -1,7 +1,9 @@
 """Ops that move or select elements without arithmetic. Most forwards return numpy views."""
 import numpy as np
 
-from ..autograd import Function, SliceGrad, check_same_dtype
+from .. import fast
+from ..autograd import Function, check_same_dtype
+from ..fast.lazy import SliceGrad
 
 
 class Reshape(Function):
@@ -43,9 +45,10 @@ def _is_basic(index) -> bool:
 
 
 class GetItem(Function):
-    """x[index]. The gradient is zero outside the selected elements, so backward returns a
-    `SliceGrad` and the engine adds it into x's gradient in place: integer-array (or boolean)
-    indices may pick an element twice, and both picks count."""
+    """x[index]. The gradient is zero outside the selected elements; integer-array (or boolean)
+    indices may pick an element twice, and both picks count. The fast path sends it lazily
+    (fast/lazy.py SliceGrad), added into x's gradient in place: reading a length-T sequence
+    step by step then costs O(T) in backward, not O(T^2)."""
 
     def forward(self, a, index):
         self.saved = (a.shape, a.dtype, index)
@@ -53,7 +56,11 @@ class GetItem(Function):
 
     def backward(self, g):
         shape, dtype, index = self.saved
-        return SliceGrad(shape, dtype, index, g, _is_basic(index))
+        if fast.enabled():
+            return SliceGrad(shape, dtype, index, g, _is_basic(index))
+        grad = np.zeros(shape, dtype)
+        np.add.at(grad, index, g)
+        return grad
 
 
 class Cat(Function):
@@ -68,13 +75,10 @@ class Cat(Function):
 
 
 class Stack(Function):
-    """`joined`: the stacked result already at hand as a view of the arrays' memory
-    (functional.stack finds it), so no copy is made."""
-
-    def forward(self, *arrays, dim, joined=None):
+    def forward(self, *arrays, dim):
         check_same_dtype("stack", *arrays)
         self.saved = dim
-        return np.stack(arrays, axis=dim) if joined is None else joined
+        return np.stack(arrays, axis=dim)
 
     def backward(self, g):
         dim = self.saved

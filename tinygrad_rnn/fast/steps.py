@@ -1,13 +1,15 @@
-"""One recurrent step as a single graph node: the Elman step h' = act(x W_ih^T + h W_hh^T +
-(b_ih + b_hh)), and below it the LSTM (`LSTMCellStep`) and GRU (`GRUCellStep`) steps.
+"""Fused recurrent steps: the Elman step h' = act(x W_ih^T + h W_hh^T + (b_ih + b_hh)) as one
+graph node, and below it the LSTM (`LSTMCellStep`) and GRU (`GRUCellStep`) steps.
 
-The same step written with generic ops (`nn.rnn._rnn_step_unfused`: two matmuls, two adds, the
-activation, plus the transposes and the bias sum) records about nine nodes per time step, and at
-small hidden sizes the per-node cost, not arithmetic, decides the speed of a char-RNN. This op
-does the identical arithmetic in the identical order, so its forward values equal the unfused
-path bit for bit; its backward is the chain rule of those same ops (tests/test_rnn.py checks it
-against the unfused graph, finite differences and a hand-written BPTT). It is still one step:
-BPTT over a sequence still emerges from the graph that a loop over time records.
+The same step written with generic ops (`nn.rnn._rnn_step_unfused`, what the cells record
+with the fast path disabled: two matmuls, two adds, the activation, plus the transposes and the
+bias sum) records about nine nodes per time step, and at small hidden sizes the per-node cost,
+not arithmetic, decides the speed of a char-RNN. These ops do the identical arithmetic in the
+identical order, so their forward values equal the op-by-op graph's (bit for bit where no
+product is summed in another order); their backward is the chain rule of those same ops
+(tests/test_rnn.py checks it against the op-by-op graph, finite differences and a hand-written
+BPTT). Each is still one step: BPTT over a sequence still emerges from the graph that a loop
+over time records.
 
 Every step takes its input x either as a (B, I) matrix or as token ids (B,) standing for the
 one-hot rows one_hot(ids, I): then x W_ih^T is a gather of W_ih's columns and W_ih's gradient
@@ -15,17 +17,12 @@ a scatter-add (kernels/matmul.py), the one-hot product's numbers without its ari
 """
 import numpy as np
 
-from .. import blocks
-from ..autograd import (ColumnGrad, Function, OuterGrad, RowsGrad, RowSumGrad, check_same_dtype, is_anomaly_enabled,
-                        is_grad_enabled)
+from .._args import is_token_ids
+from ..autograd import Function, check_same_dtype, is_anomaly_enabled, is_grad_enabled
 from ..kernels import K
 from ..tensor import Tensor
-
-
-def is_token_ids(x) -> bool:
-    """Integer input to a recurrent step stands for one-hot rows (the one rule for cells,
-    layers and the ops here)."""
-    return x.dtype.kind in "iu"
+from . import blocks
+from .lazy import ColumnGrad, OuterGrad, RowsGrad, RowSumGrad
 
 
 def _step_input(x, w_ih) -> tuple:
@@ -73,6 +70,8 @@ class RNNCellStep(Function):
     """Inputs x (B, I) or token ids (B,), h (B, H), w_ih (H, I), w_hh (H, H), b_ih and b_hh (H,)
     or both None."""
 
+    __slots__ = ("out_at",)  # (block, t): forward wrote its output into row t of `block` (blocks.py)
+
     def forward(self, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
         # every time step runs these checks, so they are written for speed (2.2 -> 1.1 µs):
         # identical dtypes pass at once, and one tuple comparison checks the shapes
@@ -88,7 +87,7 @@ class RNNCellStep(Function):
                              f"b_hh (H,) or both None; got x {x.shape} {x.dtype}, h {h.shape}, w_ih {w_ih.shape}, "
                              f"w_hh {w_hh.shape}, b_ih {_shape(b_ih)}, b_hh {_shape(b_hh)}")
         act, grad_kernel = ACTIVATIONS[nonlinearity]
-        out, block, t = blocks.next_row(h)  # beside the previous step's output (tinygrad_rnn/blocks.py)
+        out, block, t = blocks.next_row(h)  # beside the previous step's output (fast/blocks.py)
         act(K.rnn_preact(x, h, w_ih, w_hh, b_ih, b_hh, out), out)  # in place: one array, still hot
         self.saved = (x, h, w_ih, w_hh, out, grad_kernel)
         self.out_at = (block, t)
@@ -99,7 +98,7 @@ class RNNCellStep(Function):
         """`apply` for what a cell passes every time step: x an array (token ids or a (B, I)
         matrix), h, the weights and both biases Tensors. The same node, its input lists
         written out instead of collected by apply's loop over seven inputs: 0.5-1.2 µs of a
-        13-14 µs step at H=64 (docs/speed.md)."""
+        13-14 µs step at H=64, the whole step 0.958x (docs/speed.md, tenth round)."""
         fn = object.__new__(cls)
         args = (x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
         out = fn._run_forward(args, (x, h._data, w_ih._data, w_hh._data, b_ih._data, b_hh._data, nonlinearity), {})
@@ -115,7 +114,7 @@ class RNNCellStep(Function):
         block, t = self.out_at
         need_x, need_h, need_w_ih, need_w_hh, need_b_ih, need_b_hh = self.needs_input_grad[:6]  # [6]: nonlinearity's
         # every weight gradient is a sum over d_pre's rows: kept in a gradient row, the engine
-        # sums each over all steps at once (tinygrad_rnn/blocks.py)
+        # sums each over all steps at once (fast/blocks.py)
         d_pre, at = blocks.grad_row(block, t, out)
         if need_h:
             d_h = K.activation_backward_matmul(grad_kernel, g, out, w_hh, d_pre)[1]
@@ -145,7 +144,7 @@ def _extends(run, t: int, w0, w1=None) -> bool:
 def _run_grads(parents, block, t, at, d_pre, x, h, w_ih, needs) -> tuple:
     """(dW_ih, dW_hh, db_ih, db_hh) of an Elman step whose dL/dpre is row t of a gradient twin:
     each None where the step extends the run that the step after it (t + 1) left open
-    (autograd.RowsGrad), else a new run that the step before may extend. W_ih's run needs token
+    (lazy.RowsGrad), else a new run that the step before may extend. W_ih's run needs token
     ids, and W_hh's needs the step's input state to be its block's row t - 1 (step 0's is
     not); where they are not, the step sends what a step without twin does."""
     need_w_ih, need_w_hh, need_b_ih, need_b_hh = needs

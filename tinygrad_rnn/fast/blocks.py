@@ -1,14 +1,13 @@
 """Consecutive time steps' states as consecutive rows of one array.
 
 A Python loop over time makes T hidden states of shape (B, H). Allocated one by one they land
-anywhere in memory, and the two places that need them side by side pay a copy of all of them:
-`stack` (the output layer reads the T states as one (T, B, H) array) and the engine's single
-GEMM for a recurrent weight's gradient (`autograd.OuterGrad`, which joins the T states' rows).
-So a recurrent step (ops/rnn.py) asks `next_row` where to write its output: the row after its
-input state's, when that state is the row handed out last in its block and the block has room;
-else row 0 of a new block. The states of one loop then sit in one array, and `run` gives a
-view of them in place of the copy: 54 -> 21 µs for the charlm benchmark's stack at H=64
-(docs/speed.md).
+anywhere in memory, and the single GEMM for a recurrent weight's gradient (`lazy.OuterGrad`,
+`lazy.RowsGrad`), which needs the T states' rows side by side, would pay a copy of all of them.
+So a recurrent step (fast/steps.py) asks `next_row` where to write its output: the row after
+its input state's, when that state is the row handed out last in its block and the block has
+room; else row 0 of a new block. The states of one loop then sit in one array, and `run` gives
+a view of them in place of the copy. (Until 2026-12 `stack` returned that view too; it copies
+now, like PyTorch's: a result must not share memory with its inputs.)
 
 Each row is handed out once, to one step, and nothing but that step writes it; blocks are held
 only through the rows' views (weak references here), so a block lives exactly as long as some
@@ -20,7 +19,7 @@ keeps dpre in row t of its block's gradient twin (`grad_row`) and hands the engi
 unevaluated; the engine then evaluates each over all steps' rows at once, as a view of the twin,
 as a hand-written BPTT does. A twin belongs to one backward walk (`walk`): two walks over one
 retained graph, or in two threads, never write into each other's rows. The sums a run of steps
-hands the engine are one per weight (`runs`, `autograd.RowsGrad`), which each step before the
+hands the engine are one per weight (`runs`, `lazy.RowsGrad`), which each step before the
 run's last one extends by its row.
 """
 from __future__ import annotations
@@ -31,7 +30,7 @@ import weakref
 import numpy as np
 
 # Rows per block: a char-RNN's BPTT length (the charlm benchmark's and the CLI's is 64); a
-# longer loop spans several blocks and its `stack` copies. Bounded in bytes for wide batches.
+# longer loop spans several blocks, whose rows are joined per block. Bounded in bytes for wide batches.
 BLOCK_ROWS = 64
 BLOCK_BYTES = 16 * 2**20
 
@@ -91,7 +90,7 @@ def run(arrays, block: Block, t0: int):
 
 
 class walk:
-    """The scope of one backward walk (autograd.backward): gradient rows are its own."""
+    """The scope of one backward walk (the FastAccumulator of one autograd.backward): gradient rows are its own."""
 
     def __enter__(self):
         self.outer = _open.walk
@@ -122,19 +121,19 @@ def grad_row(block: Block, t: int, like: np.ndarray) -> tuple:
     return twin[t], (twin, t)
 
 
-_RUNS_KEPT = 4  # blocks whose runs a walk keeps at once: a few loops interleaved in one graph
+RUNS_KEPT = 4  # blocks whose runs a walk keeps at once: a few loops interleaved in one graph
 
 
 def runs(block: Block, twin: np.ndarray) -> list:
-    """[twin, then the open `autograd.RowsGrad` of each kind or None]: where a recurrent step's
-    backward finds the runs the step after it started over `block`'s gradient twin (ops/rnn.py).
+    """[twin, then the open `lazy.RowsGrad` of each kind or None]: where a recurrent step's
+    backward finds the runs the step after it started over `block`'s gradient twin (fast/steps.py).
     Kept by the walk, not the block: they hold the twin, which must not outlive the walk. A
-    block's entry goes when its step 0 is done (`end_runs`), or when more than _RUNS_KEPT
+    block's entry goes when its step 0 is done (`end_runs`), or when more than RUNS_KEPT
     blocks have one (their runs then just stop growing)."""
     kept = _open.walk.runs
     entry = kept.get(id(block))
     if entry is None or entry[0] is not twin:
-        if len(kept) >= _RUNS_KEPT:
+        if len(kept) >= RUNS_KEPT:
             del kept[next(iter(kept))]
         entry = kept[id(block)] = [twin, None, None, None]
     return entry
