@@ -17,3 +17,7 @@ settings.register_profile("ci", deadline=None, max_examples=40, suppress_health_
 settings.register_profile("soak", deadline=None, max_examples=1000,
                           suppress_health_check=_suppress, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# `mode`: run a test on the fast path and on the plain, textbook one (tests/modes.py)
+from modes import mode  # noqa: E402,F401

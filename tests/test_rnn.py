@@ -356,7 +356,7 @@ def test_token_ids_give_the_one_hot_inputs_numbers(Cell, fused, dtype, T, B, I, 
 
 
 @pytest.mark.parametrize("Layer", [nn.RNN, nn.LSTM, nn.GRU])
-def test_sequence_layers_take_token_ids(Layer):
+def test_sequence_layers_take_token_ids(Layer, mode):
     rng = np.random.default_rng(8)
     m = Layer(5, 3, num_layers=2, bidirectional=True, batch_first=True).double()
     ids = rng.integers(0, 5, (2, 4))  # (B, T): batch_first
@@ -515,7 +515,7 @@ def test_sigmoid_rnn_is_the_lecture_notes_formula():
     np.testing.assert_allclose(cell(f64(x), f64(h)).data, sigmoid(h @ A.T + x @ B.T + c), rtol=1e-14)  # seen: 1/43
 
 
-def test_concatenation_identity_values_and_gradients():
+def test_concatenation_identity_values_and_gradients(mode):
     """X W_xh + H W_hh == cat(X, H) @ cat(W_xh, W_hh): one matmul on stacked inputs is the same step."""
     rng = np.random.default_rng(0)
     X, Hs = rng.standard_normal((3, 4)), rng.standard_normal((3, 5))
@@ -533,7 +533,7 @@ def test_concatenation_identity_values_and_gradients():
 
 
 # ----------------------------------------------------------------------------- cells
-def test_lstm_and_gru_cells_match_numpy_and_gradcheck():
+def test_lstm_and_gru_cells_match_numpy_and_gradcheck(mode):
     rng = np.random.default_rng(2)
     for Cell, ref in ((nn.LSTMCell, np_lstm_cell), (nn.GRUCell, np_gru_cell)):
         tg.manual_seed(2)
@@ -552,7 +552,7 @@ def test_lstm_and_gru_cells_match_numpy_and_gradcheck():
         assert tg.gradcheck(fn, (x, h, c, *params), **GRADCHECK)
 
 
-def test_cells_default_state_unbatched_input_and_bias_false():
+def test_cells_default_state_unbatched_input_and_bias_false(mode):
     tg.manual_seed(0)
     for cell in (nn.RNNCell(3, 4, bias=False), nn.LSTMCell(3, 4), nn.GRUCell(3, 4)):
         x = tg.randn(3)
@@ -584,7 +584,7 @@ CONFIGS = [(nn.RNN, dict(nonlinearity="tanh")), (nn.RNN, dict(nonlinearity="relu
 
 @pytest.mark.parametrize("Layer,kw", CONFIGS)
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])
-def test_sequence_layers_match_numpy_stacking(Layer, kw, num_layers, bidirectional):
+def test_sequence_layers_match_numpy_stacking(Layer, kw, num_layers, bidirectional, mode):
     tg.manual_seed(3)
     rng = np.random.default_rng(3)
     m = Layer(3, 4, num_layers=num_layers, bidirectional=bidirectional, **kw).double()
@@ -613,7 +613,7 @@ def test_sequence_layers_match_numpy_stacking(Layer, kw, num_layers, bidirection
 
 
 @pytest.mark.parametrize("Layer", [nn.RNN, nn.LSTM, nn.GRU])
-def test_multilayer_bidirectional_gradcheck(Layer):
+def test_multilayer_bidirectional_gradcheck(Layer, mode):
     tg.manual_seed(4)
     rng = np.random.default_rng(4)
     m = Layer(2, 2, num_layers=2, bidirectional=True).double()
@@ -631,7 +631,7 @@ def test_multilayer_bidirectional_gradcheck(Layer):
 
 
 @pytest.mark.parametrize("Layer", [nn.RNN, nn.LSTM, nn.GRU])
-def test_bias_false_is_zero_biases(Layer):
+def test_bias_false_is_zero_biases(Layer, mode):
     tg.manual_seed(9)
     with_bias, without = Layer(3, 4, num_layers=2), Layer(3, 4, num_layers=2, bias=False)
     sd = without.state_dict()
@@ -666,7 +666,7 @@ def test_sequence_layer_shape_errors_are_clear():
 
 
 # ----------------------------------------------------------------------------- truncated BPTT
-def test_detach_cuts_the_graph_between_chunks():
+def test_detach_cuts_the_graph_between_chunks(mode):
     tg.manual_seed(6)
     rnn = nn.RNN(3, 4).double()
     rng = np.random.default_rng(6)

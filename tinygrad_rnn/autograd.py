@@ -161,9 +161,7 @@ class Accumulator:
         pass
 
     def add(self, t: Tensor, share) -> None:
-        if type(share) is not np.ndarray:
-            share = np.asarray(share.value())
-        share = sum_to(share, t._data.shape)
+        share = sum_to(np.asarray(share.value() if hasattr(share, "value") else share), t._data.shape)
         prev = self.grads.get(id(t))
         self.grads[id(t)] = share if prev is None else np.asarray(prev + share)
 
@@ -175,7 +173,7 @@ class Accumulator:
 
     def finite(self, share) -> bool:
         """No NaN or Inf in the share (for detect_anomaly)."""
-        return _all_finite(share if type(share) is np.ndarray else share.value())
+        return _all_finite(share.value() if hasattr(share, "value") else share)
 
 
 _accumulator = [Accumulator]

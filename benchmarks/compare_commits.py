@@ -1,0 +1,98 @@
+"""Two checkouts of tinygrad_rnn on the charlm step, interleaved in one sitting.
+
+    git worktree add /tmp/old <commit>
+    python benchmarks/compare_commits.py /tmp/old . --hidden 64 256 1024
+
+One worker process per checkout (PYTHONPATH pointing at it) builds `charlm_step.py`'s
+TinygradStep (this file's copy of it, so both run the same step code) for each hidden size and
+input (token ids, one-hot rows), and waits. The driver then asks them in turn for a few timed
+steps at a time, the order alternating, so whatever else the machine does hits both alike.
+Printed per row: each checkout's median step time and new/old as the median of the per-turn
+ratios. Both workers keep freed memory in malloc, as the benchmark does. A first turn per row
+is a warm-up and not counted; the losses of both are compared, and a difference is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+WORKER = r"""
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import charlm_step as cs
+rows = {{}}
+for line in sys.stdin:
+    cmd = json.loads(line)
+    key = (cmd["hidden"], cmd["ids"])
+    if key not in rows:
+        x, y = cs.make_data(cs.SEQ, cs.BATCH, cs.VOCAB)
+        rows[key] = cs.TinygradStep(cs.make_weights(cmd["hidden"], cs.VOCAB), x, y, ids=cmd["ids"])
+    row, times, losses = rows[key], [], []
+    for _ in range(cmd["steps"]):
+        t0 = time.perf_counter()
+        losses.append(row.step())
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({{"times": times, "losses": losses}}), flush=True)
+"""
+
+
+class Worker:
+    def __init__(self, checkout: pathlib.Path):
+        env = dict(os.environ, PYTHONPATH=str(checkout.resolve()), TINYGRAD_RNN_MALLOC="retain")
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER.format(bench=str(HERE))], env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def run(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("old", type=pathlib.Path)
+    ap.add_argument("new", type=pathlib.Path)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256, 1024])
+    ap.add_argument("--turns", type=int, default=20, help="turns per row and checkout (default 20)")
+    ap.add_argument("--steps", type=int, help="steps per turn (default 8, 4, 2 by H)")
+    args = ap.parse_args(argv)
+    workers = {"old": Worker(args.old), "new": Worker(args.new)}
+    print(f"old = {args.old}, new = {args.new}; {args.turns} turns per row, order alternating")
+    print(f"{'H':>5} {'input':>9} {'old ms':>8} {'new ms':>8} {'new/old':>8} {'range of turns':>16}")
+    for hidden in args.hidden:
+        for ids in (True, False):
+            steps = args.steps or (8 if hidden <= 64 else 4 if hidden <= 256 else 2)
+            for w in workers.values():  # warm-up turn: compile, allocate
+                w.run(hidden=hidden, ids=ids, steps=steps)
+            times = {"old": [], "new": []}
+            ratios, losses = [], {}
+            t0 = time.perf_counter()
+            for turn in range(args.turns):
+                order = ("old", "new") if turn % 2 == 0 else ("new", "old")
+                got = {name: workers[name].run(hidden=hidden, ids=ids, steps=steps) for name in order}
+                for name in order:
+                    times[name] += got[name]["times"]
+                    losses[name] = got[name]["losses"]
+                ratios.append(statistics.median(got["new"]["times"]) / statistics.median(got["old"]["times"]))
+            old, new = (statistics.median(times[k]) * 1e3 for k in ("old", "new"))
+            rs = sorted(ratios)
+            print(f"{hidden:>5} {'ids' if ids else 'one-hot':>9} {old:8.3f} {new:8.3f} {statistics.median(ratios):8.3f} "
+                  f"{rs[len(rs) // 10]:7.3f}-{rs[-1 - len(rs) // 10]:.3f}   ({time.perf_counter() - t0:.0f} s)")
+            if losses["old"] != losses["new"]:
+                print(f"      the losses differ: old {losses['old'][-1]!r}, new {losses['new'][-1]!r}")
+    for w in workers.values():
+        w.proc.stdin.close()
+        w.proc.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
