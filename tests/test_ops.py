@@ -7,7 +7,8 @@ arguments: dims, indices, targets). `test_op` runs every row through the same ch
 adding an op means adding one row. Below the factory are the rules a formula cannot express:
 tie rules, dtype rules, error messages, dropout's randomness, large-input stability.
 
-Every test runs on both kernel backends (the `backend` fixture).
+Every test runs on both kernel backends, and on the plain path with the numba kernels (the
+`backend` fixture: plain is the textbook engine, tests/modes.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import tinygrad_rnn as tg
 import tinygrad_rnn.nn.functional as F
 from tinygrad_rnn import ShapeError, Tensor
 from tinygrad_rnn.op_table import OPS, draw_values, np_softmax, reduce_case
+from modes import path
 from tolerances import EXACT, GRADCHECK
 
 
@@ -35,10 +37,14 @@ FORWARD32 = (1e-5, 1e-5)  # float32 forward against the float64 formula: 1/50, 2
 BACKWARD32 = (1e-5, 1e-5)  # float32 gradients against float64 ones: 1/31, 5.0e-7
 
 
-@pytest.fixture(autouse=True, params=["numba", "numpy"])
+@pytest.fixture(autouse=True, params=["numba", "numpy", "numba-plain"])
 def backend(request):
-    tg.set_backend(request.param)
-    yield request.param
+    """Both kernel backends on the fast path, and the numba kernels on the plain, textbook path
+    (`tg.fast.disabled()`: the engine's own Accumulator, every op sending plain arrays)."""
+    name, _, plain = request.param.partition("-")
+    tg.set_backend(name)
+    with path(not plain):
+        yield name
     tg.set_backend("numba")
 
 
