@@ -38,6 +38,7 @@ MODULES = [
     "tinygrad_rnn.nn.init",
     "tinygrad_rnn.nn.utils",
     "tinygrad_rnn.optim",
+    "tinygrad_rnn.fast",
     "tinygrad_rnn.text",
     "tinygrad_rnn.models.charlm",
     "tinygrad_rnn.checkpoint",
