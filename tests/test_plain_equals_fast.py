@@ -10,6 +10,10 @@ the bit: |plain - fast| <= RTOL * max|fast| for every array.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -67,3 +71,14 @@ def test_the_switch_restores_what_was_on():
     finally:
         tg.fast.enable()
     assert tg.fast.enabled()
+
+
+def test_the_environment_variable_starts_the_process_on_the_plain_path():
+    code = ("import numpy as np, tinygrad_rnn as tg; from tinygrad_rnn import nn;"
+            "cell = nn.RNNCell(3, 4); h = cell(np.array([0, 2]));"
+            "h.sum().backward(); print(tg.fast.enabled(), type(h.grad_fn).__name__)")
+    for value, want in (("0", "False Tanh"), ("1", "True RNNCellStep")):
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, TINYGRAD_RNN_FAST=value))
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == want
