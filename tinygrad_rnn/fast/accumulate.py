@@ -90,14 +90,16 @@ class FastAccumulator(autograd.Accumulator):
         return np.array(g) if keep and g is not None and not owned else g
 
     def finite(self, share) -> bool:
-        kind = type(share)
+        """A lazy share is checked by its factors, not evaluated (a product that overflows from finite
+        factors is not caught here; it shows as inf in the gradient)."""
+        kind, finite = type(share), super().finite
         if kind is SliceGrad:
-            return autograd._all_finite(share.values)
+            return finite(share.values)
         if kind is OuterGrad:
-            return autograd._all_finite(share.a) and autograd._all_finite(share.b)
+            return finite(share.a) and finite(share.b)
         if kind in _DEFERRED:
-            return autograd._all_finite(share.a)
-        return autograd._all_finite(share)
+            return finite(share.a)
+        return finite(share)
 
     def _add_dense(self, k: int, share: np.ndarray, fresh: bool = False) -> None:
         """Sum `share` into tensor k's gradient, in place when this accumulator owns it.
