@@ -7,7 +7,9 @@ it afterwards (test_ops.py's `backend`, test_rnn.py's `rnn_step_path` and `monke
 each example sets to the same value), so that it is not re-run per example changes nothing.
 """
 import os
+import signal
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _suppress = [HealthCheck.function_scoped_fixture]
@@ -21,3 +23,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # `mode`: run a test on the fast path and on the plain, textbook one (tests/modes.py)
 from modes import mode  # noqa: E402,F401
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_works():
+    """Tests press Ctrl-C themselves (SIGINT to this process or to a child). A shell without job
+    control starts a background job (`cmd &`) with SIGINT ignored, and children inherit that:
+    training would never see the press and run on for ever. Python's own handler, for the session."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
