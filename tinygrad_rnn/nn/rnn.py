@@ -3,9 +3,8 @@
 Nothing here knows about backpropagation through time. A step is one time step's math: the
 Elman, LSTM and GRU steps as one fused graph node each (fast/steps.py; with
 `tinygrad_rnn.fast.disabled()` they are recorded op by op, as `_rnn_step_unfused`, `_lstm_step`
-and `_gru_step` spell them); a Python
-`for t in range(T)` records T copies of it in the graph, and `loss.backward()` on that graph
-*is* BPTT.
+and `_gru_step` spell them); a Python `for t in range(T)` records T copies of it in the graph,
+and `loss.backward()` on that graph *is* BPTT.
 
 Truncated BPTT: keep the state between chunks of a long sequence but cut the graph, so each
 backward covers one chunk and the previous chunk's graph can be freed:
