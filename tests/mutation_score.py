@@ -154,8 +154,8 @@ def _dense(pg):
 class _Runs:
     """Plants in the runs a fused Elman step sends its weights (fast/lazy.py RowsGrad): the steps
     before the one that returned a run extend it after the plant was made, so the error goes
-    into its value when the walk evaluates it. A run the step hands both biases (`shared`)
-    gets a follower for the input planted in: the same rows, evaluated apart."""
+    into its value when the walk evaluates it. The run a step hands both biases gets a follower
+    for the input planted in: the same rows, evaluated apart."""
 
     def __init__(self, monkeypatch, log):
         self.marks, self.log = {}, log
@@ -177,9 +177,8 @@ class _Runs:
 
     def plant(self, run, factor):
         followed = None
-        if run.shared:
+        if run.how == lazy.RowsGrad.ROWSUM and all(w is not None for w in run.weight):
             followed, run = run, copy.copy(run)
-            run.shared = False
         self.marks[id(run)] = (run, followed, factor)  # holds `run`: its id cannot be reused
         return run
 

@@ -160,9 +160,9 @@ def test_the_engine_sums_every_weight_gradient_over_views_of_the_rows(monkeypatc
     fused = grads(True)
     assert fused[2] is not fused[3] and np.array_equal(fused[2], fused[3])  # b_ih, b_hh: equal, not one array
     # W_hh: steps 1..T-1 as one run (step 0's state is no block row: its product goes alone);
-    # the biases: all T steps as one run, summed once (b_hh gets a copy of b_ih's sum); W_ih:
+    # the biases: all T steps as one run, which each bias sums; W_ih:
     # token ids all T as one run, dense inputs T products joined into one (their rows copied)
-    want = [(R.OUTER, 1, T - 1, 1), (R.ROWSUM, 0, T - 1, 1)] + ([(R.COLUMNS, 0, T - 1, 1)] if ids else [])
+    want = [(R.OUTER, 1, T - 1, 1)] + [(R.ROWSUM, 0, T - 1, 1)] * 2 + ([(R.COLUMNS, 0, T - 1, 1)] if ids else [])
     assert sorted(evaluated) == sorted(want)
     step0 = [("a_rows", 1), ("b_rows", 1)]  # step 0's W_hh product
     assert sorted((name, n) for name, n, _ in joined) == sorted(step0 + ([] if ids else [("a_rows", T), ("b_rows", T)]))
@@ -282,10 +282,10 @@ def test_one_tensor_as_both_weights_gets_both_gradient_rows():
 
 
 @pytest.mark.parametrize("case", ["b_ih used elsewhere too", "b_hh frozen", "small row budget"])
-def test_the_biases_shared_sum_is_each_ones_own_gradient(monkeypatch, case):
-    """Both biases of a step receive one RowSumGrad and the walk sums such a list once; when
-    the two lists differ (a bias also used elsewhere, or only one wants a gradient) each still
-    gets exactly its own sum, as the op-by-op graph gives it."""
+def test_the_biases_shared_share_is_each_ones_own_gradient(monkeypatch, case):
+    """Both biases of a step receive one RowSumGrad (or run); when the two lists differ (a bias
+    also used elsewhere, or only one wants a gradient) each still gets exactly its own sum, as
+    the op-by-op graph gives it."""
     if case == "small row budget":
         monkeypatch.setattr(accumulate, "OUTER_ROWS", 6)
 

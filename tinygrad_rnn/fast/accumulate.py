@@ -8,14 +8,11 @@ The textbook rule allocates a new array for every sum and evaluates every lazy s
   `RowsGrad`) and evaluates all of a tensor's at once, one GEMM or pass per run of joined rows
   (a weight used at T time steps: one GEMM instead of T), when the tensor is visited or once
   `OUTER_ROWS` rows are waiting, which bounds the memory the waiting factors hold;
-- hands a list of shares that two biases both received (`shared`) to the second one as a copy
-  of the first one's sum instead of summing it again;
 - opens the walk's scope for the recurrent steps' gradient rows (`blocks.walk`).
 The measured effect of each is in docs/fast.md.
 """
 from __future__ import annotations
 
-import operator
 
 import numpy as np
 
@@ -42,7 +39,6 @@ class FastAccumulator(autograd.Accumulator):
         super().__init__()
         self.owned = set()  # ids whose gradient array this accumulator allocated and may update in place
         self.deferred = {}  # id -> the deferred shares waiting to be summed at once
-        self.summed = {}  # see _evaluate
         self.scope = blocks.walk()
 
     def __enter__(self):
@@ -117,21 +113,9 @@ class FastAccumulator(autograd.Accumulator):
             self.owned.add(k)
 
     def _evaluate(self, waiting: list) -> np.ndarray:
-        """The sum of the shares waiting for one tensor: one evaluation per run of joined rows.
-
-        A recurrent step hands its two biases one RowSumGrad (`shared`), so b_ih's and b_hh's
-        lists hold the very same objects: `summed` keeps the first such list's sum until the
-        second list asks, which then gets a copy instead of a second pass over every step's rows."""
-        first = waiting[0]
-        shared = type(first) in (RowSumGrad, RowsGrad) and first.shared
-        if shared:
-            seen = self.summed.pop(id(first), None)
-            if seen is not None and len(seen[0]) == len(waiting) and all(map(operator.is_, seen[0], waiting)):
-                return seen[1]
+        """The sum of the shares waiting for one tensor: one evaluation per run of joined rows."""
         total = None
         for run in runs(waiting):
             part = type(run[0]).evaluate(run)
             total = part if total is None else np.add(total, part, out=total)
-        if shared:
-            self.summed[id(first)] = (waiting, total.copy())  # a copy: the walk may add into `total`
         return total

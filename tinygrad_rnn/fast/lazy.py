@@ -80,13 +80,12 @@ def columns(shape: tuple, ids: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 class RowSumGrad:
-    """`a.sum(0)`. `shared`: the op hands this one object to two inputs (a recurrent step's
-    b_ih and b_hh), so the accumulator may sum the list they both receive once."""
+    """`a.sum(0)`. A recurrent step hands one object to both its biases; each sums it."""
 
-    __slots__ = ("a", "a_at", "shared")
+    __slots__ = ("a", "a_at")
 
-    def __init__(self, a: np.ndarray, a_at: tuple = None, shared: bool = False):
-        self.a, self.a_at, self.shared = a, a_at, shared
+    def __init__(self, a: np.ndarray, a_at: tuple = None):
+        self.a, self.a_at = a, a_at
 
     def value(self) -> np.ndarray:
         return K.sum_rows(self.a)
@@ -119,7 +118,7 @@ class RowsGrad:
 
     OUTER    (W_hh) a.T @ states[t0 - 1:t1], each step's input state, rows of `states` (a block);
     COLUMNS  (W_ih fed token ids) a's rows scattered into the columns `ids` picked, as ColumnGrad;
-    ROWSUM   (the biases; `shared` as in RowSumGrad) a.sum(0).
+    ROWSUM   (the biases, one run for both) a.sum(0).
 
     A recurrent step's backward (fast/steps.py) makes one when the walk reaches the last step
     of a run and extends it (t0 -= 1) at each step before, sending that step's weights no
@@ -129,10 +128,10 @@ class RowsGrad:
     with None for one a step does not need. `a_at` is (twin, t1)."""
 
     OUTER, COLUMNS, ROWSUM = 0, 1, 2
-    __slots__ = ("how", "weight", "twin", "t0", "t1", "states", "ids", "shape", "shared", "open", "a_at")
+    __slots__ = ("how", "weight", "twin", "t0", "t1", "states", "ids", "shape", "open", "a_at")
 
-    def __init__(self, how: int, weight, at: tuple, states=None, ids=None, shape=None, shared: bool = False):
-        self.how, self.weight, self.states, self.shape, self.shared = how, weight, states, shape, shared
+    def __init__(self, how: int, weight, at: tuple, states=None, ids=None, shape=None):
+        self.how, self.weight, self.states, self.shape = how, weight, states, shape
         self.twin, self.t1 = at
         self.t0, self.a_at, self.open = self.t1, at, True
         self.ids = None if ids is None else [ids]  # the newest step's first, as they arrive

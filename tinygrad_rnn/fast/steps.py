@@ -125,7 +125,7 @@ class RNNCellStep(Function):
             d_x = _input_grads(d_pre, x, w_ih, True, False)[0] if need_x else None
             return (d_x, d_h) + _run_grads(self.parents, block, t, at, d_pre, x, h, w_ih, (
                 need_w_ih, need_w_hh, need_b_ih, need_b_hh))
-        d_b = RowSumGrad(d_pre, at, need_b_ih and need_b_hh) if need_b_ih or need_b_hh else None
+        d_b = RowSumGrad(d_pre, at) if need_b_ih or need_b_hh else None
         d_x, d_w_ih = _input_grads(d_pre, x, w_ih, need_x, need_w_ih, at)
         return (d_x,
                 d_h,
@@ -172,7 +172,7 @@ def _run_grads(parents, block, t, at, d_pre, x, h, w_ih, needs) -> tuple:
         if _extends(entry[3], t, b_ih, b_hh):
             entry[3].t0 = t
         else:
-            d_b = entry[3] = RowsGrad(RowsGrad.ROWSUM, (b_ih, b_hh), at, shared=need_b_ih and need_b_hh)
+            d_b = entry[3] = RowsGrad(RowsGrad.ROWSUM, (b_ih, b_hh), at)
     if t == 0:
         blocks.end_runs(block)  # no step before it in this block
     return d_w_ih, d_w_hh, d_b if need_b_ih else None, d_b if need_b_hh else None
