@@ -4,8 +4,9 @@
     python benchmarks/compare_commits.py /tmp/old . --hidden 64 256 1024
 
 One worker process per checkout (PYTHONPATH pointing at it) builds `charlm_step.py`'s
-TinygradStep (this file's copy of it, so both run the same step code) for each hidden size and
-input (token ids, one-hot rows), and waits. The driver then asks them in turn for a few timed
+TinygradStep, or with `--cell lstm|gru` `gated_step.py`'s layer row (this directory's copies, so
+both run the same step code), for each hidden size and input (token ids, one-hot rows), and
+waits. The driver then asks them in turn for a few timed
 steps at a time, the order alternating, so whatever else the machine does hits both alike.
 Printed per row: each checkout's median step time and new/old as the median of the per-turn
 ratios, over several sittings with fresh processes (one process can be favoured by where it
@@ -36,7 +37,12 @@ for line in sys.stdin:
     key = (cmd["hidden"], cmd["ids"])
     if key not in rows:
         x, y = cs.make_data(cs.SEQ, cs.BATCH, cs.VOCAB)
-        rows[key] = cs.TinygradStep(cs.make_weights(cmd["hidden"], cs.VOCAB), x, y, ids=cmd["ids"])
+        if cmd["cell"] == "rnn":
+            rows[key] = cs.TinygradStep(cs.make_weights(cmd["hidden"], cs.VOCAB), x, y, ids=cmd["ids"])
+        else:  # gated_step.py's layer row
+            import gated_step as gs
+            w = gs.make_gated_weights(cmd["cell"], cmd["hidden"], 1, cs.VOCAB)
+            rows[key] = gs.TinygradGated(cmd["cell"], w, x, y, ids=cmd["ids"])
     row, times, losses = rows[key], [], []
     for _ in range(cmd["steps"]):
         t0 = time.perf_counter()
@@ -66,12 +72,12 @@ def sitting(args, results: dict) -> None:
         for ids in (True, False):
             steps = args.steps or (8 if hidden <= 64 else 4 if hidden <= 256 else 2)
             for w in workers.values():  # warm-up turn: compile, allocate
-                w.run(hidden=hidden, ids=ids, steps=steps)
+                w.run(hidden=hidden, ids=ids, steps=steps, cell=args.cell)
             row = results.setdefault((hidden, ids), {"old": [], "new": [], "ratios": [], "sittings": []})
             losses, ratios = {}, []
             for turn in range(args.turns):
                 order = ("old", "new") if turn % 2 == 0 else ("new", "old")
-                got = {name: workers[name].run(hidden=hidden, ids=ids, steps=steps) for name in order}
+                got = {name: workers[name].run(hidden=hidden, ids=ids, steps=steps, cell=args.cell) for name in order}
                 for name in order:
                     row[name] += got[name]["times"]
                     losses[name] = got[name]["losses"]
@@ -96,6 +102,8 @@ def main(argv=None) -> int:
                     help="fresh worker processes this many times (default 3): a process's own placement in "
                          "memory and on the cores can favour one side for its whole life")
     ap.add_argument("--steps", type=int, help="steps per turn (default 8, 4, 2 by H)")
+    ap.add_argument("--cell", choices=("rnn", "lstm", "gru"), default="rnn",
+                    help="rnn: charlm_step.py's RNNCell loop (default); lstm, gru: gated_step.py's layer")
     args = ap.parse_args(argv)
     print(f"old = {args.old}, new = {args.new}; {args.sittings} sittings of {args.turns} turns per row, "
           f"order alternating")
