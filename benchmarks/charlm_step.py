@@ -701,28 +701,15 @@ def detect_threads() -> int:
         return os.cpu_count() or 1
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run of a few seconds: H=64, 3 steps")
-    ap.add_argument("--hidden", type=int, nargs="+", help="hidden sizes (default 64 256 1024; 64 with --quick)")
-    ap.add_argument("--steps", type=int, help="timed steps per H (default 80/50/25 by H; 3 with --quick)")
-    ap.add_argument("--warmup", type=int, help="untimed repetitions first (default 3; 1 with --quick)")
-    ap.add_argument("--budget", type=float, default=60.0,
-                    help="seconds per H after which timing stops once 20 steps are in (default 60)")
-    ap.add_argument("--threads", type=int, help="threads for BLAS and torch (default: the CPUs we may use)")
-    ap.add_argument("--pause", type=float,
-                    help="seconds of sleep before each row's turn, so the previous row's spinning "
-                         "BLAS/OpenMP threads go idle (default 0.25; 0 with --quick)")
-    ap.add_argument("--block", type=int,
-                    help="consecutive timed steps per row's turn (default 5; 1 with --quick)")
-    ap.add_argument("--no-torch", action="store_true", help="leave out the PyTorch rows")
-    ap.add_argument("--json", metavar="PATH", help="also write every number to PATH")
-    args = ap.parse_args(argv)
-
+def start_run(args, what: str, script: str) -> tuple:
+    """What every benchmark here does first: re-run `script` with --threads' environment if
+    BLAS was sized otherwise, the settings --quick implies, whether PyTorch's rows can run, and
+    a header naming the versions and how busy the machine was. Returns (threads, hidden sizes,
+    warm-up steps, pause, block, torch_ok, torch_note, busy fraction)."""
     if args.threads and any(os.environ.get(v) != str(args.threads) for v in THREAD_VARS):
         # BLAS sizes its pool when numpy loads, which already happened: start over with the env set
         os.environ.update({v: str(args.threads) for v in THREAD_VARS})
-        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:])
+        os.execv(sys.executable, [sys.executable, os.path.abspath(script)] + sys.argv[1:])
     threads = args.threads or detect_threads()
     hidden = args.hidden or ([64] if args.quick else [64, 256, 1024])
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
@@ -741,10 +728,44 @@ def main(argv=None) -> int:
 
     import numba
     busy = busy_fraction()
-    print(f"charlm step benchmark: python {platform.python_version()}, numpy {np.__version__}, "
+    print(f"{what} benchmark: python {platform.python_version()}, numpy {np.__version__}, "
           f"numba {numba.__version__}; {torch_note}")
     print(f"threads: {threads}; CPU busy before start (other processes): {100 * busy:.0f}% "
           "(timings are noisy when this is high)")
+    return threads, hidden, warmup, pause, block, torch_ok, torch_note, busy
+
+
+def finish_run(results: dict, t_start: float, json_path: str | None) -> None:
+    """The machine's load after the run, the wall time, and every number to `json_path`."""
+    results["config"]["load_after"] = os.getloadavg()
+    results["wall_s"] = time.perf_counter() - t_start
+    print(f"\nload average before/after: {results['config']['load_before'][0]:.2f} / "
+          f"{results['config']['load_after'][0]:.2f}; benchmark wall time {results['wall_s']:.0f} s")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {json_path}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run of a few seconds: H=64, 3 steps")
+    ap.add_argument("--hidden", type=int, nargs="+", help="hidden sizes (default 64 256 1024; 64 with --quick)")
+    ap.add_argument("--steps", type=int, help="timed steps per H (default 80/50/25 by H; 3 with --quick)")
+    ap.add_argument("--warmup", type=int, help="untimed repetitions first (default 3; 1 with --quick)")
+    ap.add_argument("--budget", type=float, default=60.0,
+                    help="seconds per H after which timing stops once 20 steps are in (default 60)")
+    ap.add_argument("--threads", type=int, help="threads for BLAS and torch (default: the CPUs we may use)")
+    ap.add_argument("--pause", type=float,
+                    help="seconds of sleep before each row's turn, so the previous row's spinning "
+                         "BLAS/OpenMP threads go idle (default 0.25; 0 with --quick)")
+    ap.add_argument("--block", type=int,
+                    help="consecutive timed steps per row's turn (default 5; 1 with --quick)")
+    ap.add_argument("--no-torch", action="store_true", help="leave out the PyTorch rows")
+    ap.add_argument("--json", metavar="PATH", help="also write every number to PATH")
+    args = ap.parse_args(argv)
+    threads, hidden, warmup, pause, block, torch_ok, torch_note, busy = start_run(args, "charlm step", __file__)
+    import numba
 
     worst = verify_gradients()
     print("gradient check, float64, against the one-hot numpy step by hand (max relative error): "
@@ -761,14 +782,7 @@ def main(argv=None) -> int:
     results["startup"] = bench_startup(args.quick)
     results["memory"] = bench_memory(100 if args.quick else 1000, 256)
     results["targets"] = print_targets(results)
-    results["config"]["load_after"] = os.getloadavg()
-    results["wall_s"] = time.perf_counter() - t_start
-    print(f"\nload average before/after: {results['config']['load_before'][0]:.2f} / "
-          f"{results['config']['load_after'][0]:.2f}; benchmark wall time {results['wall_s']:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"wrote {args.json}")
+    finish_run(results, t_start, args.json)
     return 0
 
 

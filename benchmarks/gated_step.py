@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
@@ -59,9 +58,8 @@ import numpy as np
 # set before tinygrad_rnn is imported
 os.environ.setdefault("TINYGRAD_RNN_MALLOC", "retain")
 
-from charlm_step import (BATCH, LR, MIN_STEPS, SEED, SEQ, TG, THREAD_VARS, VOCAB, NumpyBPTT,
-                         Row, default_steps, detect_threads, make_data, print_table, run_interleaved)
-from machine import busy_fraction
+from charlm_step import (BATCH, LR, MIN_STEPS, SEED, SEQ, TG, VOCAB, NumpyBPTT, Row, default_steps,
+                         finish_run, make_data, print_table, run_interleaved, start_run)
 
 KINDS = {"lstm": "LSTM", "gru": "GRU"}
 GATES = {"lstm": 4, "gru": 3}
@@ -634,33 +632,10 @@ def main(argv=None) -> int:
     if args.layers < 1:
         ap.error("--layers must be at least 1")
 
-    if args.threads and any(os.environ.get(v) != str(args.threads) for v in THREAD_VARS):
-        # BLAS sizes its pool when numpy loads, which already happened: start over with the env set
-        os.environ.update({v: str(args.threads) for v in THREAD_VARS})
-        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:])
-    threads = args.threads or detect_threads()
+    threads, hidden, warmup, pause, block, torch_ok, torch_note, busy = start_run(args, "gated char-LM step",
+                                                                                  __file__)
     cells = args.cell or ["lstm", "gru"]
-    hidden = args.hidden or ([64] if args.quick else [64, 256, 1024])
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
-    pause = args.pause if args.pause is not None else (0.0 if args.quick else 0.25)
-    block = args.block or (1 if args.quick else 5)
-
-    torch_ok, torch_note = False, ""
-    if not args.no_torch:
-        try:
-            import torch
-            torch_ok, torch_note = True, f"torch {torch.__version__}"
-        except ImportError:
-            torch_note = "PyTorch not importable: torch rows skipped (pip install torch==2.13.0 adds them)"
-    else:
-        torch_note = "torch rows left out (--no-torch)"
-
     import numba
-    busy = busy_fraction()
-    print(f"gated char-LM step benchmark: python {platform.python_version()}, numpy {np.__version__}, "
-          f"numba {numba.__version__}; {torch_note}")
-    print(f"threads: {threads}; CPU busy before start (other processes): {100 * busy:.0f}% "
-          "(timings are noisy when this is high)")
 
     t_start = time.perf_counter()
     results = {"config": dict(vocab=VOCAB, batch=BATCH, seq=SEQ, lr=LR, layers=args.layers, threads=threads,
@@ -676,14 +651,7 @@ def main(argv=None) -> int:
             results["tables"].append(bench_table(cell, h, args.layers, steps, warmup, threads, torch_ok,
                                                  args.budget, pause, block))
     print_summary(results["tables"], torch_ok)
-    results["config"]["load_after"] = os.getloadavg()
-    results["wall_s"] = time.perf_counter() - t_start
-    print(f"\nload average before/after: {results['config']['load_before'][0]:.2f} / "
-          f"{results['config']['load_after'][0]:.2f}; benchmark wall time {results['wall_s']:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"wrote {args.json}")
+    finish_run(results, t_start, args.json)
     return 0
 
 
