@@ -3,8 +3,9 @@
 
 Every health check is on but one: `function_scoped_fixture`. The property tests that take a
 function-scoped fixture take one that only sets a global switch for the whole test and undoes
-it afterwards (test_ops.py's `backend`, test_rnn.py's `rnn_step_path` and `monkeypatch`, which
-each example sets to the same value), so that it is not re-run per example changes nothing.
+it afterwards (test_ops.py's `backend`, test_rnn.py's `rnn_step_path`, the `mode` below, and
+`monkeypatch`, which each example sets to the same value), so that it is not re-run per example
+changes nothing.
 """
 import os
 import signal
