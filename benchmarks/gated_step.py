@@ -58,8 +58,8 @@ import numpy as np
 # set before tinygrad_rnn is imported
 os.environ.setdefault("TINYGRAD_RNN_MALLOC", "retain")
 
-from charlm_step import (BATCH, LR, MIN_STEPS, SEED, SEQ, TG, VOCAB, NumpyBPTT, Row, default_steps,
-                         finish_run, make_data, print_table, run_interleaved, start_run)
+from charlm_step import (BATCH, LR, MIN_STEPS, SEED, SEQ, TG, VOCAB, NumpyBPTT, Row, TinygradStep,
+                         default_steps, finish_run, make_data, print_table, run_interleaved, start_run)
 
 KINDS = {"lstm": "LSTM", "gru": "GRU"}
 GATES = {"lstm": 4, "gru": 3}
@@ -112,6 +112,18 @@ def must_keep_bytes(cell: str, seq: int, batch: int, hidden: int, layers: int, v
 # ----------------------------------------------------------------------------- the rows
 
 
+def hidden_states(rnn, x, loop: bool, lstm: bool, stack):
+    """The top layer's h at every step, (T, B, H): the layer's output, or a cell looped over time
+    (an LSTM cell's state is (h, c)) and its h's joined by the framework's `stack`."""
+    if not loop:
+        return rnn(x)[0]
+    state, hs = None, []
+    for t in range(x.shape[0]):
+        state = rnn(x[t], state)
+        hs.append(state[0] if lstm else state)
+    return stack(hs)
+
+
 class TinygradGated(Row):
     """The step as a user writes it: the nn.LSTM / nn.GRU layer, or the cell in a Python loop."""
 
@@ -137,23 +149,11 @@ class TinygradGated(Row):
         self.opt = optim.SGD(self.params, lr=lr)
 
     def loss(self):
-        if self.loop:
-            state, outs = None, []
-            for t in range(self.x.shape[0]):
-                state = self.rnn(self.x[t], state)
-                outs.append(state[0] if self.lstm else state)
-            hs = self.tg.stack(outs)
-        else:
-            hs, _ = self.rnn(self.x)
+        hs = hidden_states(self.rnn, self.x, self.loop, self.lstm, self.tg.stack)
         logits = self.head(hs.reshape(-1, hs.shape[-1]))
         return self.F.cross_entropy(logits, self.y)
 
-    def step(self) -> float:
-        loss = self.loss()
-        loss.backward()
-        self.opt.step()
-        self.opt.zero_grad()
-        return float(loss.data)
+    step = TinygradStep.step  # loss, backward, SGD step, zero_grad: as in charlm_step.py
 
     def loss_and_grads(self) -> tuple:
         loss = self.loss()
@@ -188,14 +188,7 @@ class TorchGated(Row):
         self.opt = torch.optim.SGD(self.params, lr=lr)
 
     def loss(self):
-        if self.loop:
-            state, outs = None, []
-            for t in range(self.x.shape[0]):
-                state = self.rnn(self.x[t], state)
-                outs.append(state[0] if self.lstm else state)
-            out = self.torch.stack(outs)
-        else:
-            out, _ = self.rnn(self.x)
+        out = hidden_states(self.rnn, self.x, self.loop, self.lstm, self.torch.stack)
         return self.torch.nn.functional.cross_entropy(self.head(out.reshape(-1, out.shape[-1])), self.y)
 
     def step(self) -> float:

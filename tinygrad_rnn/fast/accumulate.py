@@ -13,16 +13,14 @@ The measured effect of each is in docs/fast.md.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from .. import autograd
 from . import blocks
-from .lazy import ColumnGrad, OuterGrad, RowsGrad, RowSumGrad, SliceGrad, runs
+from .lazy import KINDS, ColumnGrad, OuterGrad, RowsGrad, RowSumGrad, SliceGrad, runs
 
 _SCATTERED = (SliceGrad, ColumnGrad)  # shares added into a buffer the accumulator owns
 _DEFERRED = (OuterGrad, RowSumGrad, ColumnGrad, RowsGrad)  # shares that are sums over rows
-_LAZY = (SliceGrad, ColumnGrad, RowSumGrad, OuterGrad, RowsGrad)
 
 # The rows of deferred shares one tensor may have waiting before they are evaluated.
 OUTER_ROWS = 4096
@@ -51,7 +49,7 @@ class FastAccumulator(autograd.Accumulator):
     def add(self, t, share) -> None:
         k = id(t)
         kind = type(share)
-        if kind is np.ndarray or kind not in _LAZY:  # an array: the most common kind, tested first
+        if kind is np.ndarray or kind not in KINDS:  # an array: the most common kind, tested first
             if share.shape != t._data.shape:
                 share = autograd.sum_to(share, t._data.shape)
             self._add_dense(k, share)
