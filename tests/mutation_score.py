@@ -14,7 +14,8 @@ A mutant is a target and a kind of error planted in it:
   shape (`swap`); for a fused step also W_ih's gradient scaled in the calls fed token ids alone
   (`scale:w_ih[token ids]`). Caught by the tests the suite runs on it: `test_ops.test_op` for a row of the
   table; for a fused step, the fused-vs-op-by-op, hand-written BPTT and gradcheck tests of
-  `test_rnn.py`.
+  `test_rnn.py`; for the LSTM layer's sequence path (fast/sequence.py: Projection, LSTMStep,
+  HiddenStates), its fast-vs-op-by-op and gradcheck tests there.
 - an optimizer: its update kernel, the step's change to the parameter scaled by 1 + 1e-4
   (`scale:update`) or undone (`drop:update`), or the change to its first state array (momentum
   buffer, sum of squares, running averages) scaled by 1 + 1e-4 (`scale:state`). Caught by
@@ -52,6 +53,7 @@ import tinygrad_rnn as tg
 from tinygrad_rnn import optim
 from tinygrad_rnn._args import is_token_ids
 from tinygrad_rnn.fast import lazy
+from tinygrad_rnn.fast import sequence
 from tinygrad_rnn.fast import steps as rnn_ops
 from tinygrad_rnn.kernels import K
 from tinygrad_rnn.op_table import OPS
@@ -292,6 +294,17 @@ def _fed_token_ids(node) -> bool:
 STEPS = [(rnn_ops.RNNCellStep, _rnn_check), (rnn_ops.LSTMCellStep, _lstm_check), (rnn_ops.GRUCellStep, _gru_check)]
 
 
+def _lstm_layer_check(monkeypatch):
+    test_rnn.test_fused_lstm_step_in_deep_bidirectional_lstm_equals_the_generic_ops()
+    test_rnn.test_lstm_layer_on_token_ids_equals_the_generic_ops(bidirectional=True)
+    test_rnn.test_lstm_layer_passes_gradcheck(ids=False)
+    test_rnn.test_lstm_layer_passes_gradcheck(ids=True)
+
+
+# the LSTM layer's sequence path: (Function, the inputs whose gradient backward sends)
+SEQUENCE = [(sequence.Projection, (0, 1)), (sequence.LSTMStep, (0, 1, 2, 3)), (sequence.HiddenStates, (0, 1, 2))]
+
+
 def optim_check(opt_class):
     def check(monkeypatch):
         for case in test_optim.CASES:
@@ -369,6 +382,11 @@ def all_mutants() -> list:
         w_ih = _input_names(fn_class, n).index("w_ih")
         mutants.append(Mutant(target, "scale:w_ih[token ids]", plant_in_backward(
             fn_class, ("scale", w_ih), tuple(range(n)), when=_fed_token_ids), check))
+    for fn_class, slots in SEQUENCE:
+        mutants += backward_mutants(f"sequence:{fn_class.__name__}", fn_class, slots, _lstm_layer_check)
+        if fn_class is sequence.Projection:  # W_ih's gradient for token ids is a scatter: planted on its own
+            mutants.append(Mutant(f"sequence:{fn_class.__name__}", "scale:w[token ids]", plant_in_backward(
+                fn_class, ("scale", 1), slots, when=_fed_token_ids), _lstm_layer_check))
     for opt_class, kernel in OPTIMIZERS:
         for kind in ("scale:update", "drop:update", "scale:state"):
             mutants.append(Mutant(f"optim:{opt_class.__name__}", kind, plant_in_update(kernel, kind),
@@ -457,7 +475,7 @@ def main(args) -> int:
           f"({len(results) - len(planted)} not planted: the plant changed nothing); "
           f"{EXAMPLES} examples per hypothesis test, {'fixed' if DERANDOMIZE else 'random'} draws; "
           f"{time.perf_counter() - start:.0f} s")
-    for group in ("op", "step", "optim", "kernel"):
+    for group in ("op", "step", "sequence", "optim", "kernel"):
         rows = [r for r in planted if r.mutant.target.startswith(group + ":")]
         if rows:
             print(f"  {group}: {sum(r.verdict == 'detected' for r in rows)}/{len(rows)}")

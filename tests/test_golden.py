@@ -69,6 +69,23 @@ RESUMMED = {("edges", f"{knobs}.{case}.{dt}", grad) for dt in ("float32", "float
     ("default", "rnn_layer_100_steps", "grad.weight_hh_l0"))}
 
 
+# Issue 24 moved the LSTM layer's fast path to fast/sequence.py: W_ih's gradient is one GEMM
+# (or scatter) over all T*B rows and the biases' per-step sums are added as they come, instead
+# of grouped per run. Its forward is still the op-by-op step's bit for bit (tests/test_rnn.py);
+# its weight gradients are the same sums in another order, and where a case trains on (Adam,
+# two windows) the parameters and states it returns inherit that rounding. Every array of the
+# cases that run the LSTM layer is held to the same bound as RESUMMED's (largest seen: 8.3 eps
+# of the largest entry, float32 weight_hh_l0 after Adam in model_lstm_ids). The LSTM cell
+# cases (lstm_cells*) are untouched and still compared bit for bit.
+LSTM_LAYER = {("lstm_gru", "model_lstm_ids"), ("lstm_gru", "lstm_layer"),
+              ("bidirectional", "lstm_2layer_batch_first_ids"),
+              ("edges", "tiny.lstm_layer"), ("edges", "small.lstm_layer"), ("edges", "late.lstm_layer")}
+
+
+def resummed(family: str, case: str, name: str) -> bool:
+    return (family, case, name) in RESUMMED or (family, case.rsplit(".", 1)[0]) in LSTM_LAYER
+
+
 def differences(family: str, case: str, got: dict, want: dict) -> list:
     """One line per array that is missing, extra, of another dtype or shape, or not equal."""
     where = f"{family}/{case}"
@@ -80,7 +97,7 @@ def differences(family: str, case: str, got: dict, want: dict) -> list:
         g, w = got[name], want[name]
         if g.dtype != w.dtype or g.shape != w.shape:
             lines.append(f"{where}: {name} is {g.shape} {g.dtype}, the golden one {w.shape} {w.dtype}")
-        elif (family, case, name) in RESUMMED:
+        elif resummed(family, case, name):
             bound = 16 * np.finfo(w.dtype).eps * np.abs(w).max()
             if np.abs(g - w).max() > bound:
                 lines.append(f"{where}: {name} differs by {np.abs(g - w).max():.3g}, more than rounding ({bound:.3g})")

@@ -305,6 +305,25 @@ def optim_args(draw, dtype, kind):
     return p, g, m, v, lr, 0.9, 0.999, 1e-8, wd, draw(st.integers(1, 100))
 
 
+@st.composite
+def lstm_cell_args(draw, dtype):
+    """(h W_hh^T, x W_ih^T, the bias or None, c): B rows of 4H gate pre-activations, summing to
+    values from -30 to 30 (saturated gates included), in any layout."""
+    batch, n = draw(st.integers(1, 6)), draw(st.one_of(st.integers(1, 12), st.integers(30, 34)))
+    part = lambda shape: draw(laid_out(draw(hnp.arrays(dtype, shape, elements=floats(dtype, -15, 15)))))
+    bias = draw(st.none() | hnp.arrays(dtype, 4 * n, elements=floats(dtype, -1, 1)))
+    return part((batch, 4 * n)), part((batch, 4 * n)), bias, part((batch, n))
+
+
+@st.composite
+def lstm_cell_backward_args(draw, dtype):
+    """(dL/d(h', c'), the forward's gate activations, c, tanh(c')), as lstm_cell leaves them."""
+    hh, xw, bias, c = draw(lstm_cell_args(dtype))
+    act, hc, tc = PAIRS["lstm_cell"][1](hh, xw, bias, c)
+    g = draw(hnp.arrays(dtype, hc.shape, elements=floats(dtype, -3, 3)))
+    return g, act, c, tc
+
+
 # ============================================================================ the table
 @dataclass(frozen=True)
 class Case:
@@ -350,6 +369,8 @@ CASES = {
     "pick_columns": Case(pick_columns_args),
     "scatter_add_rows_into": Case(scatter_into_args, mutates=(0,)),
     "add_row_into": Case(add_row_args, mutates=(0,)),
+    "lstm_cell": Case(lstm_cell_args),
+    "lstm_cell_backward": Case(lstm_cell_backward_args),
     "matmul_loop": Case(lambda dt: matmul_args(dt, "nn"), matmul_scale("nn")),
     "matmul_nt_loop": Case(lambda dt: matmul_args(dt, "nt"), matmul_scale("nt")),
     "matmul_tn_loop": Case(lambda dt: matmul_args(dt, "tn"), matmul_scale("tn")),
@@ -598,6 +619,36 @@ def test_elementwise_backward_writes_into_a_given_row(name, dtype):
         assert np.shares_memory(got, block[1])
         np.testing.assert_array_equal(block[1], kernel(g, y))
         assert np.all(block[0] == 7) and np.all(block[2] == 7)
+
+
+@DTYPES
+@settings(deadline=None)
+@given(data=st.data())
+def test_lstm_kernels_are_their_references_bit_for_bit(dtype, data):
+    """The LSTM layer's forward is the op-by-op step's bit for bit (tests/test_rnn.py), which
+    needs these kernels to compute every number as the reference does, in its order."""
+    hh, xw, bias, c = data.draw(lstm_cell_args(dtype))
+    fast, ref = PAIRS["lstm_cell"]
+    for a, b in zip(fast(hh, xw, bias, c), ref(hh, xw, bias, c)):
+        np.testing.assert_array_equal(a, b)
+    g, act, c, tc = data.draw(lstm_cell_backward_args(dtype))
+    fast, ref = PAIRS["lstm_cell_backward"]
+    for a, b in zip(fast(g, act, c, tc), ref(g, act, c, tc)):
+        np.testing.assert_array_equal(a, b)
+
+
+@DTYPES
+def test_lstm_cell_writes_the_activations_over_its_input(dtype):
+    """The layer's steps write the gates' activations over their row of the input projection."""
+    rng = np.random.default_rng(0)
+    hh, xw, c = (rng.standard_normal(s).astype(dtype) for s in ((3, 20), (3, 20), (3, 5)))
+    want = PAIRS["lstm_cell"][1](hh, xw, None, c)
+    for kernel in PAIRS["lstm_cell"]:
+        buf = xw.copy()
+        act, hc, tc = kernel(hh, buf, None, c, act=buf)
+        assert act is buf
+        for a, b in zip((act, hc, tc), want):
+            np.testing.assert_array_equal(a, b)
 
 
 @DTYPES

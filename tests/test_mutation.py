@@ -30,6 +30,8 @@ UNPLANTABLE = {
     "op:cat-swap": _DRAWN,
     # the biases get one gradient; x and h, w_ih and w_hh have one shape only where I = H
     "step:RNNCellStep-swap": _DRAWN,
+    "sequence:Projection-swap": "x (T, B, I) and W (4H, I) never have gradients of one shape",
+    "sequence:LSTMStep-swap": "P (T, B, 4H), (h, c) (2, B, H), W_hh (4H, H) and b (4H,) never do either",
 }
 
 
@@ -59,7 +61,7 @@ def _subclasses(cls):
 
 
 def test_every_function_of_the_package_is_a_target():
-    targeted = set(ms.ROW_FUNCTION.values()) | {fn for fn, _ in ms.STEPS}
+    targeted = set(ms.ROW_FUNCTION.values()) | {fn for fn, _ in ms.STEPS} | {fn for fn, _ in ms.SEQUENCE}
     functions = {f for f in _subclasses(Function) if f.__module__.startswith("tinygrad_rnn.")}
     left_out = sorted(f.__name__ for f in functions - targeted)
     assert left_out == sorted(UNTARGETED), f"Functions no mutant plants in: {left_out}"

@@ -279,6 +279,39 @@ def test_fused_lstm_step_in_deep_bidirectional_lstm_equals_the_generic_ops():
     _assert_fused_equals_generic(build, run)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_layer_on_token_ids_equals_the_generic_ops(bidirectional):
+    """The layer's sequence path (fast/sequence.py) on token ids, a repeated id among them,
+    against the op-by-op steps: forward bit for bit, gradients to rounding."""
+    ids = np.array([[1, 4, 1], [0, 1, 1], [4, 2, 1], [1, 1, 3]])
+
+    def build():
+        return nn.LSTM(5, 4, num_layers=2, bidirectional=bidirectional).double(), []
+
+    def run(m, _):
+        out, (h_n, c_n) = m(ids)
+        return out.sum() + (h_n * c_n).sum()
+
+    _assert_fused_equals_generic(build, run)
+
+
+@pytest.mark.parametrize("ids", [False, True])
+def test_lstm_layer_passes_gradcheck(ids):
+    """Every weight and bias, the initial state and a dense input of a 2-layer LSTM layer on
+    the fast path (fast/sequence.py) against finite differences."""
+    rng = np.random.default_rng(12)
+    lstm = nn.LSTM(3, 2, num_layers=2).double()
+    names, params = params_of(lstm)
+    x = np.array([[2, 0], [2, 2], [1, 0]]) if ids else f64(rng.standard_normal((3, 2, 3)))
+    h0, c0 = (f64(rng.standard_normal((2, 2, 2))) for _ in range(2))
+
+    def run(x, h0, c0, *ps):
+        out, (h_n, c_n) = functional_call(lstm, dict(zip(names, ps)), (x, (h0, c0)))
+        return (out * out).sum() + (h_n * c_n).sum()
+
+    assert tg.gradcheck(run, (x, h0, c0, *params), **GRADCHECK)
+
+
 def test_fused_lstm_step_passes_gradcheck_and_names_bad_shapes():
     from tinygrad_rnn.fast.steps import LSTMCellStep
     rng = np.random.default_rng(4)

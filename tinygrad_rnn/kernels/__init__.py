@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import os
 
-_MODULES = ("elementwise", "matmul", "reduce", "nn", "optim")
+_MODULES = ("elementwise", "matmul", "reduce", "nn", "optim", "gates")
 BACKENDS = ("numba", "numpy")
 
 

@@ -82,7 +82,7 @@ def _neg_abs(x, out):
         out[i] = -abs(x[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # vectorises the division (gates.py says why): 28 -> 4 µs at 32,768
 def _sigmoid_from_exp(x, e):
     one = e.dtype.type(1)
     # a select, not an if/else: random signs made the branchy version mispredict (~5 ns/element)

@@ -28,6 +28,7 @@ import numpy as np
 from ..functional import cat, stack
 from .. import fast
 from .._args import is_token_ids
+from ..fast.sequence import lstm_sequence
 from ..fast.steps import GRUCellStep, LSTMCellStep, RNNCellStep
 from ..tensor import Tensor
 from . import functional as F
@@ -325,6 +326,20 @@ class _RNNBase(Module):
             raise ValueError(f"{type(self).__name__}: expected a sequence of length > 0, got input of "
                              f"shape {tuple(input.shape)}")
         states = self._initial_state(hx, batch, self.weight_hh_l0.dtype if ids else x.dtype, unbatched)
+        if fast.enabled() and self._sequence is not None:
+            output, finals = self._sequence_layers(x, states, time_dim)
+        else:
+            output, finals = self._step_layers(x, states, time_dim, steps)
+        h_n = tuple(stack([f[i] for f in finals], 0) for i in range(self._n_states))
+        if unbatched:
+            output = output.squeeze(1)
+            h_n = tuple(h.squeeze(1) for h in h_n)
+        return output, (h_n if self._n_states > 1 else h_n[0])
+
+    _sequence = None  # a whole direction of a layer as one function, for the fast path (LSTM)
+
+    def _step_layers(self, x, states, time_dim: int, steps: int):
+        """(output, each layer and direction's final state): the layers as loops over time of one step."""
         xs = [x[t] if time_dim == 0 else x[:, t] for t in range(steps)]
         finals = []
         for layer in range(self.num_layers):
@@ -341,12 +356,26 @@ class _RNNBase(Module):
             xs = per_direction[0] if len(per_direction) == 1 else [cat(p, 1) for p in zip(*per_direction)]
             if self.dropout and self.training and layer < self.num_layers - 1:
                 xs = [F.dropout(y, self.dropout) for y in xs]
-        output = stack(xs, time_dim)
-        h_n = tuple(stack([f[i] for f in finals], 0) for i in range(self._n_states))
-        if unbatched:
-            output = output.squeeze(1)
-            h_n = tuple(h.squeeze(1) for h in h_n)
-        return output, (h_n if self._n_states > 1 else h_n[0])
+        return stack(xs, time_dim), finals
+
+    def _sequence_layers(self, x, states, time_dim: int):
+        """`_step_layers` with each direction of a layer run by `_sequence` over the whole
+        sequence (T, B, ...) at once; dropout draws one mask for all steps, the numbers the
+        steps' masks would take in turn."""
+        seq = x if time_dim == 0 else x.transpose(0, 1)
+        finals = []
+        for layer in range(self.num_layers):
+            outs = []
+            for d, sfx in enumerate(self._suffixes):
+                i = layer * self._directions + d
+                out, final = self._sequence(seq, *(s[i] for s in states), *self._layer_params(layer, sfx),
+                                            reverse=bool(d))
+                outs.append(out)
+                finals.append(final)
+            seq = outs[0] if len(outs) == 1 else cat(outs, 2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                seq = F.dropout(seq, self.dropout)
+        return (seq if time_dim == 0 else seq.transpose(0, 1)), finals
 
     # `_prepare` turns a layer's parameters into what `_step` takes, once per forward; the
     # Elman step takes PyTorch's layout as it is
@@ -379,6 +408,7 @@ class LSTM(_RNNBase):
     """
 
     _gates, _n_states = 4, 2
+    _sequence = staticmethod(lstm_sequence)
 
     def _prepare(self, w_ih, w_hh, b_ih, b_hh):
         return _lstm(w_ih, w_hh, b_ih, b_hh)
