@@ -2,6 +2,7 @@
 import itertools
 import json
 import math
+import signal
 import subprocess
 import sys
 
@@ -49,6 +50,38 @@ def test_interrupted_then_resumed_run_reproduces_the_loss_curve_exactly(small_co
     a = [(r["step"], r["loss"], r["grad_norm"]) for r in full["history"]]
     b = [(r["step"], r["loss"], r["grad_norm"]) for r in resumed["history"]]
     assert a == b  # exact equality, not approximate
+
+
+def test_cosine_schedule_takes_the_lr_down_to_min_lr_over_the_run(small_corpus, monkeypatch):
+    lrs = []
+    original = tg.optim.Adam.step
+
+    def step(self):
+        lrs.append(self.param_groups[0]["lr"])
+        original(self)
+
+    monkeypatch.setattr(tg.optim.Adam, "step", step)
+    charlm.train(_cfg(small_corpus, steps=9, eval_every=0, lr=0.01, lr_schedule="cosine", min_lr=0.001),
+                 log=lambda m: None)
+    want = [0.001 + 0.009 * (1 + math.cos(math.pi * s / 9)) / 2 for s in range(9)]
+    assert lrs == pytest.approx(want, rel=1e-12) and lrs[-1] > 0.001  # the last step's lr is the one before min_lr
+
+
+def test_a_cosine_run_stopped_by_ctrl_c_resumes_onto_the_same_lrs_and_losses(small_corpus, tmp_path):
+    # the schedule spans the run's budget, so the interrupted run must have the full one
+    kw = dict(cell="lstm", dropout=0.2, layers=2, lr_schedule="cosine", min_lr=1e-4)
+    full = charlm.train(_cfg(small_corpus, str(tmp_path / "full"), **kw), log=lambda m: None)
+
+    def ctrl_c_at_20(record, tok_s):
+        if record["step"] == 20:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(charlm.TrainingInterrupted):
+        charlm.train(_cfg(small_corpus, str(tmp_path / "cut"), **kw), log=lambda m: None, progress=ctrl_c_at_20)
+    resumed = charlm.train(_cfg(small_corpus, str(tmp_path / "cut"), resume=True, **kw), log=lambda m: None)
+    a = [(r["step"], r["loss"], r["grad_norm"]) for r in full["history"]]
+    b = [(r["step"], r["loss"], r["grad_norm"]) for r in resumed["history"]]
+    assert len(a) == 30 and a == b  # exact equality, not approximate
 
 
 def test_checkpoint_holds_everything_needed(small_corpus, tmp_path):

@@ -1,5 +1,6 @@
 """Optimizers against their formulas written in numpy, min-char-rnn reproduced exactly, exact
 resume from state_dict, LR schedules, and the numba update kernels against their references."""
+import math
 import pickle
 
 import numpy as np
@@ -11,7 +12,7 @@ import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor, nn, optim
 from tinygrad_rnn.kernels import optim as kernels
 from tinygrad_rnn.nn.utils import clip_grad_value_
-from tinygrad_rnn.optim.lr_scheduler import ExponentialLR, StepLR
+from tinygrad_rnn.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, StepLR
 from tolerances import EXACT64
 
 # A tolerance's comment gives the largest error seen over 3 runs with fresh random data, as a
@@ -322,6 +323,27 @@ def test_step_and_exponential_lr():
         assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.9 ** epoch, rel=1e-15)  # seen: 1/71
     assert opt.param_groups[0]["initial_lr"] == 0.1
     assert optim.lr_scheduler.StepLR is optim.StepLR is StepLR
+
+
+def test_cosine_annealing_lr_follows_half_a_cosine_and_resumes_from_its_epoch():
+    p = make_params()[:1]
+    opt = optim.SGD(p, lr=0.1)
+    sched = CosineAnnealingLR(opt, T_max=8, eta_min=0.01)
+    lrs = []
+    for _ in range(11):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    want = [0.01 + 0.09 * (1 + math.cos(math.pi * e / 8)) / 2 for e in range(11)]
+    assert lrs == pytest.approx(want, rel=1e-15, abs=0)
+    assert lrs[0] == 0.1 and lrs[4] == pytest.approx(0.055, rel=1e-15) and lrs[8] == 0.01 < lrs[9] < lrs[10]
+    # built at epoch 5 (a resumed run: initial_lr set, last_epoch = 4), the same lr as stepping there
+    opt2 = optim.SGD(p, lr=0.037)
+    opt2.param_groups[0]["initial_lr"] = 0.1
+    assert CosineAnnealingLR(opt2, T_max=8, eta_min=0.01, last_epoch=4).get_last_lr() == [lrs[5]]
+    assert optim.lr_scheduler.CosineAnnealingLR is CosineAnnealingLR
+    with pytest.raises(ValueError, match="T_max must be at least 1, got 0"):
+        CosineAnnealingLR(opt, T_max=0)
 
 
 # ----------------------------------------------------------------------------- kernels

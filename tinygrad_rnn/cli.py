@@ -44,6 +44,9 @@ def _add_train(sub, defaults=None):
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", choices=["sgd", "adagrad", "rmsprop", "adam"], default=d.optimizer)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=d.lr_schedule,
+                   help="cosine: from --lr down to --min-lr over the run's steps")
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
     p.add_argument("--clip-norm", type=float, default=d.clip_norm, help="0 disables")
     p.add_argument("--clip-value", type=float, default=d.clip_value)
     p.add_argument("--steps", type=int, default=None)

@@ -7,6 +7,7 @@ round-trip it exactly, so a resumed run continues with bit-identical updates.
 """
 from __future__ import annotations
 
+import math
 import sys
 import types
 
@@ -287,7 +288,27 @@ class ExponentialLR(LRScheduler):
         return [g["lr"] * (self.gamma if self.last_epoch != 0 else 1) for g in self.optimizer.param_groups]
 
 
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (initial_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2: from initial_lr
+    down to eta_min at epoch T_max along half a cosine (and, as in PyTorch, back up after it).
+    Computed in this closed form at every step (PyTorch's `step()` updates the previous lr
+    recursively, equal up to rounding), so the lr depends on the epoch count alone: a resumed
+    run gets the same lrs as an unbroken one."""
+
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
+        if T_max < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be at least 1, got {T_max}")
+        self.T_max, self.eta_min = T_max, eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list:
+        t = self.last_epoch
+        return [self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+                for base in self.base_lrs]
+
+
 # `from tinygrad_rnn.optim.lr_scheduler import StepLR` works as in PyTorch, without a package
 lr_scheduler = types.ModuleType(f"{__name__}.lr_scheduler", "Learning-rate schedules (PyTorch's names).")
 lr_scheduler.LRScheduler, lr_scheduler.StepLR, lr_scheduler.ExponentialLR = LRScheduler, StepLR, ExponentialLR
+lr_scheduler.CosineAnnealingLR = CosineAnnealingLR
 sys.modules[lr_scheduler.__name__] = lr_scheduler

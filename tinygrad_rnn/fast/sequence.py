@@ -14,8 +14,10 @@ scatter) for the whole sequence. The forward is the op-by-op step's arithmetic
 (nn.rnn._lstm_step) in its order, so its values are the plain path's bit for bit; gradients
 are the same sums in another order (tests/test_rnn.py, tests/test_plain_equals_fast.py).
 
-Measured against the per-step LSTMCellStep layer it replaces (benchmarks/gated_step.py, see
-docs/speed.md): filled in below the first measurement.
+Measured against the LSTMCellStep loop it replaces (benchmarks/gated_step.py, V=65, B=32,
+T=64, tokens/s as a ratio to PyTorch's fused nn.LSTM, one-hot rows): 0.41 -> 0.73x at H=64,
+0.56 -> 0.69x at H=256, 0.71 -> 0.73x at H=1024, 0.54 -> 0.70x with 2 layers at H=256
+(docs/fast.md).
 """
 from __future__ import annotations
 

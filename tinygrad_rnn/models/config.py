@@ -23,6 +23,8 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float = 2e-3
+    lr_schedule: str = "constant"   # or "cosine": lr down to min_lr over the run's steps
+    min_lr: float = 0.0
     clip_norm: float | None = 5.0
     clip_value: float | None = None
     steps: int | None = None
@@ -54,8 +56,8 @@ def make_optimizer(name: str, params, lr: float):
 # would otherwise surface steps later as a confusing crash, so each one is checked on load.
 _JSON_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
 _CHOICES = {"cell": tuple(CELLS), "level": ("char", "word"), "optimizer": ("sgd", "adagrad", "rmsprop", "adam"),
-            "sampling": ("sequential", "random")}
-_AT_LEAST = {"hidden": 1, "layers": 1, "seq_len": 1, "batch_size": 1, "max_vocab": 1, "embedding": 0, "lr": 0,
+            "sampling": ("sequential", "random"), "lr_schedule": ("constant", "cosine")}
+_AT_LEAST = {"hidden": 1, "layers": 1, "seq_len": 1, "batch_size": 1, "max_vocab": 1, "embedding": 0, "lr": 0, "min_lr": 0,
              "seed": 0, "steps": 0, "eval_every": 0, "sample_every": 0, "sample_len": 0, "clip_norm": 0,
              "clip_value": 0, "epochs": 0}
 

@@ -197,6 +197,8 @@ def _resume_state(meta: dict, arrays: dict, cfg: TrainConfig, batches_per_epoch:
 
 
 def _check_hyperparameter(name, value, fresh: dict) -> None:
+    if name == "initial_lr":  # set by an lr schedule (optim.LRScheduler), as in PyTorch; a number like lr
+        fresh = {name: fresh["lr"]}
     if name not in fresh:
         raise ValueError(f"unknown hyper-parameter {name!r}")
     like, numbers = fresh[name], (int, float)

@@ -12,7 +12,7 @@ import pathlib
 import sys
 import time
 
-from .. import nn, rng
+from .. import nn, optim, rng
 from ..nn import functional as F
 from ..text import BatchStream, Vocab, load_corpus, split
 # the model's names are looked up on charlm when used, so a test that swaps one there (to watch
@@ -133,6 +133,14 @@ def _train(cfg: TrainConfig, ckpt_path: pathlib.Path | None, log, progress, aske
         model = charlm.CharRNN(len(vocab), cfg.hidden, cfg.layers, cfg.cell, cfg.embedding, cfg.dropout)
         opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
 
+    schedule = None
+    if cfg.lr_schedule == "cosine":
+        # the lr follows the step count alone (optim.CosineAnnealingLR's closed form): a resumed
+        # run gets the lrs of an unbroken one
+        for group in opt.param_groups:
+            group["initial_lr"] = cfg.lr
+        schedule = optim.CosineAnnealingLR(opt, max(total_steps, 1), cfg.min_lr, last_epoch=step - 1)
+
     def checkpoint_now():
         nonlocal saved_at
         if ckpt_path is not None and saved_at != step:
@@ -173,6 +181,8 @@ def _train(cfg: TrainConfig, ckpt_path: pathlib.Path | None, log, progress, aske
             if not math.isfinite(norm):
                 raise diverged(f"gradient norm became {norm}")
             opt.step()
+            if schedule is not None:
+                schedule.step()
             state = new_state
             step += 1
             index += 1
