@@ -295,6 +295,49 @@ def test_lstm_layer_on_token_ids_equals_the_generic_ops(bidirectional):
     _assert_fused_equals_generic(build, run)
 
 
+@pytest.mark.parametrize("uses", ["h_n", "c_n", "out[0]", "out[-1] reversed"])
+def test_lstm_layer_gradients_when_the_loss_reads_one_output(uses):
+    """The steps write dL/dP row by row and the first one sends it (fast/sequence.py): rows
+    the loss does not reach stay zero, whichever output the gradient enters through."""
+    x0 = np.random.default_rng(5).standard_normal((5, 2, 3))
+    pick = {"h_n": lambda out, h, c: h, "c_n": lambda out, h, c: c, "out[0]": lambda out, h, c: out[0],
+            "out[-1] reversed": lambda out, h, c: out[-1]}[uses]
+
+    def build():
+        return nn.LSTM(3, 4, bidirectional=uses.endswith("reversed")).double(), [f64(x0)]
+
+    def run(m, i):
+        out, (h_n, c_n) = m(i[0])
+        return (pick(out, h_n, c_n) * 1.5).sum()
+
+    _assert_fused_equals_generic(build, run)
+
+
+def test_lstm_layer_graph_walked_twice_or_by_the_plain_accumulator_gives_the_same_gradients():
+    """Each walk gets its own dL/dP (blocks.walk_buffer); a graph recorded on the fast path and
+    walked by the textbook accumulator sends P its rows as slices instead."""
+    lstm = nn.LSTM(3, 4, num_layers=2).double()
+    x = np.random.default_rng(6).integers(0, 3, (5, 2))
+
+    def grads(walks=1, plain_walk=False):
+        lstm.zero_grad()
+        out, (h_n, c_n) = lstm(x)
+        loss = (out * out).sum() + (h_n * c_n).sum()
+        for k in range(walks):
+            if plain_walk:
+                with tg.fast.disabled():
+                    loss.backward(retain_graph=k + 1 < walks)
+            else:
+                loss.backward(retain_graph=k + 1 < walks)
+        return [p.grad.data.copy() for p in lstm.parameters()]
+
+    once = grads()
+    for a, b in zip(grads(walks=2), once):
+        np.testing.assert_allclose(a, 2 * b, rtol=1e-14, atol=1e-15)
+    for a, b in zip(grads(plain_walk=True), once):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.parametrize("ids", [False, True])
 def test_lstm_layer_passes_gradcheck(ids):
     """Every weight and bias, the initial state and a dense input of a 2-layer LSTM layer on
