@@ -131,6 +131,8 @@ OTHER = [
     ("viz hidden --out the checkpoint", ["viz", "hidden", "--checkpoint", "{ckpt}", "--text", "ab", "--out", "{ckpt}"],
      2),
     ("viz no plot", ["viz"], 2),
+    ("viz curve --checkpoint missing", ["viz", "curve", "--checkpoint", "{tmp}/missing.npz"], 2),
+    ("viz curve --checkpoint not a checkpoint", ["viz", "curve", "--checkpoint", "{tmp}/empty.txt"], 2),
     ("gradcheck --op no match", ["gradcheck", "--op", "no_such_op"], 2),
     ("gradcheck --backend bogus", ["gradcheck", "--backend", "bogus"], 2),
     ("profile --corpus missing", ["profile", "--corpus", "{tmp}/missing.txt"], 2),

@@ -274,6 +274,17 @@ def test_viz_hidden_into_an_uncreatable_directory_is_one_line(corpus, tmp_path, 
     assert code == 2 and stdout == "" and err.count("\n") == 1 and "file/sub" in err, err
 
 
+def test_viz_curve_draws_a_runs_losses_and_names_its_best_validation(corpus, tmp_path, capsys):
+    charlm.train(charlm.TrainConfig(corpus=corpus, out=str(tmp_path), steps=6, eval_every=3, hidden=8, seq_len=8,
+                                    batch_size=4), log=lambda m: None)
+    history = charlm.load_model(tmp_path / "last.npz")[2]["history"]
+    best = min((r["val_nats"], r["step"]) for r in history if "val_nats" in r)
+    code, stdout, err = run(capsys, "viz", "curve", "--checkpoint", tmp_path / "last.npz", "--out", tmp_path / "c")
+    assert code == 0, err
+    assert stdout == f"wrote {tmp_path / 'c.png'}: 6 steps, best validation {best[0]:.4f} nats at step {best[1]}\n"
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # ----------------------------------------------------------------------------- item 10: corrupt numbers
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):

@@ -258,3 +258,14 @@ def test_cli_viz_hidden(tiny_checkpoint, tmp_path, capsys):
                      "--out", str(out), "--units", "5"]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert "5 of 16 units over 11 chars" in capsys.readouterr().out
+
+
+def test_training_curve_writes_a_png_and_returns_the_best_validation(tmp_path):
+    history = [{"step": s, "loss": 4.0 / s} for s in range(1, 101)]
+    for r, v in ((history[49], 1.5), (history[99], 1.2)):
+        r["val_nats"] = v
+    curve = viz.training_curve(history, tmp_path / "sub" / "c.png", "a run")
+    assert curve == {"steps": 100, "val": [(50, 1.5), (100, 1.2)], "best_val": (100, 1.2)}
+    assert (tmp_path / "sub" / "c.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="the history is empty"):
+        viz.training_curve([], tmp_path / "e.png")

@@ -9,6 +9,7 @@ import math
 import pathlib
 import sys
 
+from . import checkpoint
 from .models import charlm, sampling
 
 
@@ -265,6 +266,10 @@ def _add_viz(sub):
     h.add_argument("--units", type=int, default=None,
                    help="draw this many units, spread evenly from slowest- to fastest-changing (default all)")
     h.set_defaults(func=cmd_viz_hidden)
+    c = vsub.add_parser("curve", help="training and validation loss of a run against steps")
+    c.add_argument("--checkpoint", required=True)
+    c.add_argument("--out", default="curve.png")
+    c.set_defaults(func=cmd_viz_curve)
 
 
 def cmd_viz_hidden(args) -> int:
@@ -280,6 +285,28 @@ def cmd_viz_hidden(args) -> int:
     slow, fast = act.order[0], act.order[-1]
     print(f"wrote {out}: {len(act.shown)} of {act.states.shape[1]} units over {len(act.states)} {vocab.level}s; "
           f"mean |h_t - h_(t-1)| from {act.speed[slow]:.4f} (unit {slow}) to {act.speed[fast]:.4f} (unit {fast})")
+    return 0
+
+
+def cmd_viz_curve(args) -> int:
+    from . import viz
+
+    _, _, meta = charlm.load_model(args.checkpoint)
+    out = pathlib.Path(args.out)
+    if out.is_dir():
+        out = out / "curve.png"
+    elif not out.suffix:
+        out = out.with_suffix(".png")
+    cfg, history = meta["config"], meta["history"]
+    if not (isinstance(history, list) and all(isinstance(r, dict) and type(r.get("step")) is int
+                                              and isinstance(r.get("loss"), (int, float)) for r in history)):
+        raise checkpoint.CheckpointError(f"checkpoint {str(args.checkpoint)!r}: 'history' is not a list of "
+                                         f"steps with their loss")
+    title = f"{cfg['cell']}, {cfg['layers']} x {cfg['hidden']}, {args.checkpoint}"
+    curve = viz.training_curve(history, out, title)
+    best = curve["best_val"]
+    print(f"wrote {out}: {curve['steps']} steps" + (f", best validation {best[1]:.4f} nats at step {best[0]}"
+                                                     if best else ", no validation measured"))
     return 0
 
 

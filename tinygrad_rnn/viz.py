@@ -360,6 +360,36 @@ def hidden_heatmap(model, vocab, text: str, path, units: int | None = None) -> H
     return act
 
 
+def training_curve(history: list, path, title: str = "") -> dict:
+    """PNG of a training run's history (a checkpoint's `history`): the training loss of every
+    step, its mean over windows of 1/50 of the run, and the validation loss where it was
+    measured, in nats per token against steps. Returns {"steps": last step, "val": [(step,
+    nats), ...], "best_val": (step, nats) or None}."""
+    steps = np.array([r["step"] for r in history])
+    loss = np.array([r["loss"] for r in history])
+    if len(steps) == 0:
+        raise ValueError("training_curve: the history is empty (no step was trained)")
+    val = [(r["step"], r["val_nats"]) for r in history if "val_nats" in r]
+    fig = new_figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    ax.plot(steps, loss, color="0.8", linewidth=0.5, label="training loss (each step)")
+    w = max(1, len(loss) // 50)
+    if len(loss) >= 2 * w:
+        mean = np.convolve(loss, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], mean, color="C0", label=f"training loss (mean of {w} steps)")
+    if val:
+        ax.plot(*zip(*val), "o-", color="C3", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats per token")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return {"steps": int(steps[-1]), "val": val, "best_val": min(val, key=lambda v: v[1]) if val else None}
+
+
 def new_figure(**kwargs):
     """A matplotlib Figure that draws to files with Agg; pyplot (and its global backend and
     figure list) stays untouched, so this works headless and inside notebooks alike."""

@@ -7,10 +7,10 @@ projection of all T steps as one node, then one node per time step for what depe
                       + (b_ih + b_hh))        in a few passes (kernels/gates.py)
     output = [h_0, ..., h_{T-1}]              `HiddenStates`: the h's as one (T, B, H) array
 
-BPTT still emerges from the graph the loop over time records: each step's backward sends
-P row t of its dL/dpre, and the previous step's (h, c), W_hh and the bias their shares, which
-the engine sums; Projection's backward then turns dL/dP into W_ih's gradient with one GEMM (or
-scatter) for the whole sequence. The forward is the op-by-op step's arithmetic
+BPTT still emerges from the graph the loop over time records: each step's backward writes its
+dL/dpre into row t of dL/dP and sends the previous step's (h, c), W_hh and the bias their
+shares, which the engine sums; Projection's backward then turns dL/dP into W_ih's gradient
+with one GEMM (or scatter) for the whole sequence. The forward is the op-by-op step's arithmetic
 (nn.rnn._lstm_step) in its order, so its values are the plain path's bit for bit; gradients
 are the same sums in another order (tests/test_rnn.py, tests/test_plain_equals_fast.py).
 

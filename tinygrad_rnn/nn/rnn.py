@@ -4,7 +4,9 @@ Nothing here knows about backpropagation through time. A step is one time step's
 Elman, LSTM and GRU steps as one fused graph node each (fast/steps.py; with
 `tinygrad_rnn.fast.disabled()` they are recorded op by op, as `_rnn_step_unfused`, `_lstm_step`
 and `_gru_step` spell them); a Python `for t in range(T)` records T copies of it in the graph,
-and `loss.backward()` on that graph *is* BPTT.
+and `loss.backward()` on that graph *is* BPTT. The LSTM layer on the fast path splits its step
+as PyTorch's fused layer does (fast/sequence.py): the input's product for all T steps as one
+node, then the loop over time of what depends on h, one node per step.
 
 Truncated BPTT: keep the state between chunks of a long sequence but cut the graph, so each
 backward covers one chunk and the previous chunk's graph can be freed:
