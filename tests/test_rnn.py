@@ -297,8 +297,8 @@ def test_lstm_layer_on_token_ids_equals_the_generic_ops(bidirectional):
 
 @pytest.mark.parametrize("uses", ["h_n", "c_n", "out[0]", "out[-1] reversed"])
 def test_lstm_layer_gradients_when_the_loss_reads_one_output(uses):
-    """The steps write dL/dP row by row and the first one sends it (fast/sequence.py): rows
-    the loss does not reach stay zero, whichever output the gradient enters through."""
+    """Whichever output the gradient enters through, every step's share reaches the
+    projection, the weights and the initial state as on the op-by-op path (fast/sequence.py)."""
     x0 = np.random.default_rng(5).standard_normal((5, 2, 3))
     pick = {"h_n": lambda out, h, c: h, "c_n": lambda out, h, c: c, "out[0]": lambda out, h, c: out[0],
             "out[-1] reversed": lambda out, h, c: out[-1]}[uses]
@@ -314,8 +314,9 @@ def test_lstm_layer_gradients_when_the_loss_reads_one_output(uses):
 
 
 def test_lstm_layer_graph_walked_twice_or_by_the_plain_accumulator_gives_the_same_gradients():
-    """Each walk gets its own dL/dP (blocks.walk_buffer); a graph recorded on the fast path and
-    walked by the textbook accumulator sends P its rows as slices instead."""
+    """A retained graph walked twice doubles every gradient; a graph recorded on the fast path
+    and walked by the textbook accumulator (its lazy shares evaluated one by one) gives the
+    same gradients."""
     lstm = nn.LSTM(3, 4, num_layers=2).double()
     x = np.random.default_rng(6).integers(0, 3, (5, 2))
 

@@ -302,7 +302,8 @@ def cmd_viz_curve(args) -> int:
                                               and isinstance(r.get("loss"), (int, float)) for r in history)):
         raise checkpoint.CheckpointError(f"checkpoint {str(args.checkpoint)!r}: 'history' is not a list of "
                                          f"steps with their loss")
-    title = f"{cfg['cell']}, {cfg['layers']} x {cfg['hidden']}, {args.checkpoint}"
+    title = (f"{cfg.get('cell')}, {cfg.get('layers')} x {cfg.get('hidden')}, dropout {cfg.get('dropout')}, "
+             f"{cfg.get('optimizer')} lr {cfg.get('lr')} ({cfg.get('lr_schedule', 'constant')})")
     curve = viz.training_curve(history, out, title)
     best = curve["best_val"]
     print(f"wrote {out}: {curve['steps']} steps" + (f", best validation {best[1]:.4f} nats at step {best[0]}"

@@ -95,7 +95,6 @@ class walk:
     def __enter__(self):
         self.outer = _open.walk
         self.runs = {}  # see runs()
-        self.buffers = {}  # see walk_buffer()
         _open.walk = self
         return self
 
@@ -120,20 +119,6 @@ def grad_row(block: Block, t: int, like: np.ndarray) -> tuple:
         twin = np.empty(block.shape, block.dtype)
         block.twin = (w, weakref.ref(twin))
     return twin[t], (twin, t)
-
-
-def walk_buffer(owner, shape: tuple, dtype):
-    """A zero-filled array of `shape` that belongs to `owner` (any object) in this backward
-    walk: the same array each time the walk asks, another in another walk; None outside a
-    FastAccumulator's walk. The LSTM layer's steps write their dL/dpre into its rows
-    (fast/sequence.py)."""
-    w = _open.walk
-    if w is None:
-        return None
-    buf = w.buffers.get(owner)  # keyed by the object itself: it stays alive, its id unique, until the walk ends
-    if buf is None:
-        buf = w.buffers[owner] = np.zeros(shape, dtype)
-    return buf
 
 
 RUNS_KEPT = 4  # blocks whose runs a walk keeps at once: a few loops interleaved in one graph

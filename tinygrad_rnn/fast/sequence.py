@@ -7,10 +7,10 @@ projection of all T steps as one node, then one node per time step for what depe
                       + (b_ih + b_hh))        in a few passes (kernels/gates.py)
     output = [h_0, ..., h_{T-1}]              `HiddenStates`: the h's as one (T, B, H) array
 
-BPTT still emerges from the graph the loop over time records: each step's backward writes its
-dL/dpre into row t of dL/dP and sends the previous step's (h, c), W_hh and the bias their
-shares, which the engine sums; Projection's backward then turns dL/dP into W_ih's gradient
-with one GEMM (or scatter) for the whole sequence. The forward is the op-by-op step's arithmetic
+BPTT still emerges from the graph the loop over time records: each step's backward sends
+P row t of its dL/dpre, and the previous step's (h, c), W_hh and the bias their shares, which
+the engine sums; Projection's backward then turns dL/dP into W_ih's gradient with one GEMM (or
+scatter) for the whole sequence. The forward is the op-by-op step's arithmetic
 (nn.rnn._lstm_step) in its order, so its values are the plain path's bit for bit; gradients
 are the same sums in another order (tests/test_rnn.py, tests/test_plain_equals_fast.py).
 
@@ -27,7 +27,6 @@ from .._args import is_token_ids
 from ..autograd import Function, ShapeError, check_same_dtype
 from ..functional import stack
 from ..kernels import K
-from . import blocks
 from .lazy import OuterGrad, RowSumGrad, SliceGrad, columns
 from .steps import _shape
 
@@ -63,39 +62,25 @@ class LSTMStep(Function):
     (2, B, H), the new (h, c) stacked. Row t of P is the step's own: it becomes the gates'
     activations in place (backward needs those, and nothing else needs P's values), so the
     sequence keeps one (B, 4H) array per step, not two. `w_hh_t` is W_hh^T as the product
-    reads it fastest (see lstm_sequence); `grad_p` stands for dL/dP (see backward); `first`:
-    the index of the sequence's first step (0, or T - 1 for the reverse direction), the one
-    the walk reaches last."""
+    reads it fastest (see lstm_sequence)."""
 
-    def forward(self, p, hc, w_hh, b, t, w_hh_t, grad_p, first):
+    def forward(self, p, hc, w_hh, b, t, w_hh_t):
         h, c = hc[0], hc[1]
         act, out, tc = K.lstm_cell(K.matmul(h, w_hh_t), p[t], b, c, act=p[t])
-        self.saved = (p.shape, t, h, c, w_hh, act, tc, grad_p, first)
+        self.saved = (p.shape, t, h, c, w_hh, act, tc)
         return out
 
     def backward(self, g):
-        shape, t, h, c, w_hh, act, tc, grad_p, first = self.saved
+        shape, t, h, c, w_hh, act, tc = self.saved
         need_p, _, need_w_hh, need_b = self.needs_input_grad[:4]
-        # dL/dP as one array of this walk, each step writing its row: the sequence's first
-        # step, which the walk reaches after all the others (they were recorded after it),
-        # sends P the finished array, and the weights' sums over the rows are evaluated over
-        # views of it (lazy.a_rows). Outside a FastAccumulator's walk: a row of its own.
-        rows = blocks.walk_buffer(grad_p, shape, h.dtype) if need_p else None
-        d_pre = None if rows is None else rows[t]
-        # the lazy sums join rows the walk hands them in falling t (lazy.runs): the forward direction's
-        at = (rows, t) if rows is not None and first == 0 else None
         d_hc = np.empty((2,) + h.shape, h.dtype)
-        d_pre, _ = K.lstm_cell_backward(g, act, c, tc, d_c=d_hc[1], d_pre=d_pre)
+        d_pre, _ = K.lstm_cell_backward(g, act, c, tc, d_c=d_hc[1])
         np.matmul(d_pre, w_hh, out=d_hc[0])
-        if rows is None:
-            d_p = SliceGrad(shape, d_pre.dtype, t, d_pre, True) if need_p else None
-        else:
-            d_p = rows if t == first else None
-        return (d_p,
+        return (SliceGrad(shape, d_pre.dtype, t, d_pre, True) if need_p else None,
                 d_hc,
-                OuterGrad(d_pre, h, None, at) if need_w_hh else None,
-                RowSumGrad(d_pre, at) if need_b else None,
-                None, None, None, None)
+                OuterGrad(d_pre, h) if need_w_hh else None,
+                RowSumGrad(d_pre) if need_b else None,
+                None, None)
 
 
 class HiddenStates(Function):
@@ -126,8 +111,6 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse: bool = False):
     # product's time (B=32, H=64: 21 -> 10 µs); from 256 on kernels.matmul's swap of the
     # transposed view is faster still (130 against 183 µs at H=256, two threads)
     w_hh_t = w_hh.data.T if w_hh.shape[1] >= 256 else np.ascontiguousarray(w_hh.data.T)
-    grad_p = object()  # the steps' key to this sequence's dL/dP in a walk (blocks.walk_buffer)
-    order = list(reversed(range(p.shape[0])) if reverse else range(p.shape[0]))
-    for t in order:
-        hc = hcs[t] = LSTMStep.apply(p, hc, w_hh, b, t, w_hh_t, grad_p, order[0])
+    for t in (reversed(range(p.shape[0])) if reverse else range(p.shape[0])):
+        hc = hcs[t] = LSTMStep.apply(p, hc, w_hh, b, t, w_hh_t)
     return HiddenStates.apply(*hcs), (hc[0], hc[1])

@@ -109,22 +109,22 @@ def _hidden(act, tc, h_new):
             out[j] = so[j] * tb[j]
 
 
-# --- backward: (dL/dpre (B, 4H), dL/dc), into `d_pre` and `d_c` if given, from dL/d(h', c')
-#     stacked (2, B, H) and what forward kept
-def lstm_cell_backward_ref(g, act, c, tc, d_c=None, d_pre=None):
+# --- backward: (dL/dpre (B, 4H), dL/dc, into `d_c` if given) from dL/d(h', c') stacked
+#     (2, B, H) and what forward kept
+def lstm_cell_backward_ref(g, act, c, tc, d_c=None):
     n = c.shape[1]
     si, sf, tg, so = act[:, :n], act[:, n:2 * n], act[:, 2 * n:3 * n], act[:, 3 * n:]
     g_h, g_c = g[0], g[1]
     dc = g_c + g_h * so * (1 - tc * tc)  # through h' = so tanh(c')
-    d_pre = _into(d_pre, np.concatenate([dc * tg * si * (1 - si), dc * c * sf * (1 - sf), dc * si * (1 - tg * tg),
-                                         g_h * tc * so * (1 - so)], 1))
+    d_pre = np.concatenate([dc * tg * si * (1 - si), dc * c * sf * (1 - sf), dc * si * (1 - tg * tg),
+                            g_h * tc * so * (1 - so)], 1)
     return d_pre, _into(d_c, dc * sf)
 
 
-def lstm_cell_backward(g, act, c, tc, d_c=None, d_pre=None):
+def lstm_cell_backward(g, act, c, tc, d_c=None):
     if c.dtype is HALF:
-        return lstm_cell_backward_ref(g, act, c, tc, d_c, d_pre)
-    d_pre = np.empty(act.shape, act.dtype) if d_pre is None else d_pre
+        return lstm_cell_backward_ref(g, act, c, tc, d_c)
+    d_pre = np.empty(act.shape, act.dtype)
     d_c = np.empty(c.shape, c.dtype) if d_c is None else d_c
     _cell_backward(g, act, c, tc, d_pre, d_c)
     return d_pre, d_c
