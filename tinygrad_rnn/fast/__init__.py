@@ -18,7 +18,7 @@ docs/speed.md, where each was measured, and docs/fast.md, which explains each):
   9-15; an LSTM char step 21.6 -> 11.1 ms at H=64, a GRU step 23.4 -> 10.6 ms.
 - the LSTM layer over a sequence (sequence.py): the input's product for all T steps as one
   node, one node per step with the gates in a few numba passes; the layer's char step 0.41 ->
-  0.73x PyTorch's fused LSTM at H=64, 0.56 -> 0.69x at H=256.
+  0.66-0.73x PyTorch's fused LSTM at H=64, 0.56 -> 0.63-0.69x at H=256.
 - one GEMM per weight (lazy.OuterGrad, accumulate.py): the T per-step products a recurrent
   weight receives summed as one product, 53 -> 21 ms at H=1024.
 - lazy slices and token-id columns (lazy.SliceGrad, ColumnGrad): added into one buffer per

@@ -15,9 +15,9 @@ scatter) for the whole sequence. The forward is the op-by-op step's arithmetic
 are the same sums in another order (tests/test_rnn.py, tests/test_plain_equals_fast.py).
 
 Measured against the LSTMCellStep loop it replaces (benchmarks/gated_step.py, V=65, B=32,
-T=64, tokens/s as a ratio to PyTorch's fused nn.LSTM, one-hot rows): 0.41 -> 0.73x at H=64,
-0.56 -> 0.69x at H=256, 0.71 -> 0.73x at H=1024, 0.54 -> 0.70x with 2 layers at H=256
-(docs/fast.md).
+T=64, tokens/s as a ratio to PyTorch's fused nn.LSTM, one-hot rows, two runs): 0.41 ->
+0.66-0.73x at H=64, 0.56 -> 0.63-0.69x at H=256, 0.71 -> 0.73-0.76x at H=1024, 0.54 ->
+0.64-0.70x with 2 layers at H=256 (docs/fast.md).
 """
 from __future__ import annotations
 
