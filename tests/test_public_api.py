@@ -606,8 +606,8 @@ TESTED_IN = {
     "tests/test_viz.py": """
         tinygrad_rnn.viz.collect_graph tinygrad_rnn.viz.grad_norms_through_time
         tinygrad_rnn.viz.hidden_heatmap tinygrad_rnn.viz.power_norms
-        tinygrad_rnn.viz.spectral_radius tinygrad_rnn.viz.to_dot tinygrad_rnn.viz.unrolled_cell_loss
-        tinygrad_rnn.viz.write_graph
+        tinygrad_rnn.viz.spectral_radius tinygrad_rnn.viz.to_dot tinygrad_rnn.viz.training_curve
+        tinygrad_rnn.viz.unrolled_cell_loss tinygrad_rnn.viz.write_graph
     """,
 }
 TABLE_STARTS_HERE = None
