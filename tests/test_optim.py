@@ -306,16 +306,20 @@ def test_optimizer_trains_a_model():
 
 
 # ----------------------------------------------------------------------------- schedules
+def _lrs(sched, epochs: int) -> list:
+    """The lr of each of `epochs` epochs, stepping the optimizer and then the schedule."""
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(sched.get_last_lr()[0])
+        sched.optimizer.step()
+        sched.step()
+    return lrs
+
+
 def test_step_and_exponential_lr():
     p = make_params()[:1]
     opt = optim.SGD(p, lr=1.0)
-    sched = StepLR(opt, step_size=3, gamma=0.5)
-    lrs = []
-    for _ in range(10):
-        lrs.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
-    assert lrs == [0.5 ** (e // 3) for e in range(10)]
+    assert _lrs(StepLR(opt, step_size=3, gamma=0.5), 10) == [0.5 ** (e // 3) for e in range(10)]
     opt = optim.Adam(p, lr=0.1)
     sched = ExponentialLR(opt, gamma=0.9)
     for epoch in range(1, 6):
@@ -328,12 +332,7 @@ def test_step_and_exponential_lr():
 def test_cosine_annealing_lr_follows_half_a_cosine_and_resumes_from_its_epoch():
     p = make_params()[:1]
     opt = optim.SGD(p, lr=0.1)
-    sched = CosineAnnealingLR(opt, T_max=8, eta_min=0.01)
-    lrs = []
-    for _ in range(11):
-        lrs.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
+    lrs = _lrs(CosineAnnealingLR(opt, T_max=8, eta_min=0.01), 11)
     want = [0.01 + 0.09 * (1 + math.cos(math.pi * e / 8)) / 2 for e in range(11)]
     assert lrs == pytest.approx(want, rel=1e-15, abs=0)
     assert lrs[0] == 0.1 and lrs[4] == pytest.approx(0.055, rel=1e-15) and lrs[8] == 0.01 < lrs[9] < lrs[10]

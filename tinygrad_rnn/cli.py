@@ -272,15 +272,20 @@ def _add_viz(sub):
     c.set_defaults(func=cmd_viz_curve)
 
 
+def _plot_path(out: str, name: str) -> pathlib.Path:
+    """Where a plot goes: `out`, or `out/name` for a directory; a name without a suffix gets
+    `.png`, which matplotlib would add anyway (said here so the report names the file)."""
+    path = pathlib.Path(out)
+    if path.is_dir():
+        return path / name
+    return path if path.suffix else path.with_suffix(".png")
+
+
 def cmd_viz_hidden(args) -> int:
     from . import viz
 
     model, vocab, _ = charlm.load_model(args.checkpoint)
-    out = pathlib.Path(args.out)
-    if out.is_dir():
-        out = out / "hidden.png"
-    elif not out.suffix:
-        out = out.with_suffix(".png")  # what matplotlib would write; said here so the report names it
+    out = _plot_path(args.out, "hidden.png")
     act = viz.hidden_heatmap(model, vocab, args.text, out, args.units)
     slow, fast = act.order[0], act.order[-1]
     print(f"wrote {out}: {len(act.shown)} of {act.states.shape[1]} units over {len(act.states)} {vocab.level}s; "
@@ -292,11 +297,7 @@ def cmd_viz_curve(args) -> int:
     from . import viz
 
     _, _, meta = charlm.load_model(args.checkpoint)
-    out = pathlib.Path(args.out)
-    if out.is_dir():
-        out = out / "curve.png"
-    elif not out.suffix:
-        out = out.with_suffix(".png")
+    out = _plot_path(args.out, "curve.png")
     cfg, history = meta["config"], meta["history"]
     if not (isinstance(history, list) and all(isinstance(r, dict) and type(r.get("step")) is int
                                               and isinstance(r.get("loss"), (int, float)) for r in history)):
